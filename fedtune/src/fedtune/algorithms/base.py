@@ -1,0 +1,176 @@
+"""The three-part algorithm interface, in the style of Flower's strategies.
+
+- ``configure_round(round, sampled_client_ids, global_state)``: what each client trains;
+- ``client_update(model, trainable, data, task)``: runs on the client, no I/O;
+- ``aggregate(round, global_state, results)``: the new global trainable state.
+
+Hyperparameters are a pydantic model (``Params``) validated from the experiment's
+``[algorithm]`` table; every algorithm's params extend :class:`LocalParams`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from fedtune.data.base import Batch, ClientData, Examples
+from fedtune.models.base import State, get_trainable, loss_fn, set_trainable, state_bytes
+from fedtune.registry import Registry
+from fedtune.seeding import torch_generator
+from fedtune.server.base import ServerOptimizer
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
+
+
+class LocalParams(BaseModel):
+    """Local training settings shared by all algorithms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    local_epochs: int = Field(1, ge=1, description="passes over the client's training split per round")
+    batch_size: int = Field(32, ge=1, description="client mini-batch size")
+    lr: float = Field(0.05, gt=0, description="client learning rate")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="client optimizer")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, description="client weight decay")
+    max_steps: int | None = Field(None, ge=1, description="cap on local steps per round")
+
+
+@dataclass
+class ClientTask:
+    """What the server asks one client to do in one round."""
+
+    client_id: int
+    round: int
+    seed: int  # the run seed; clients derive (seed, purpose, round, client, ...) from it
+    tensor_names: list[str] | None = None  # None: every trainable tensor
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class ClientResult:
+    """What one client sends back."""
+
+    client_id: int
+    num_examples: int
+    tensors: State  # updated tensors (only those the client trained)
+    metrics: dict[str, float] = field(default_factory=dict)
+    bytes_up: int = 0
+    payload: dict = field(default_factory=dict)  # algorithm-specific extras
+
+
+def make_optimizer(params: list[Tensor], cfg: LocalParams) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+LossFn = Callable[[nn.Module, Batch], Tensor]
+
+
+def train_epoch(
+    model: nn.Module,
+    examples: Examples,
+    optimizer: torch.optim.Optimizer,
+    cfg: LocalParams,
+    generator: torch.Generator,
+    loss: LossFn = loss_fn,
+    steps_left: int | None = None,
+) -> tuple[float, int]:
+    """One shuffled pass of SGD-style training; returns (mean loss, steps taken)."""
+    model.train()
+    total, steps = 0.0, 0
+    for batch in examples.batches(cfg.batch_size, generator):
+        if steps_left is not None and steps >= steps_left:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        value = loss(model, batch)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"non-finite training loss ({float(value)}) at local step {steps}")
+        value.backward()
+        optimizer.step()
+        total += float(value)
+        steps += 1
+    return total / max(steps, 1), steps
+
+
+def weighted_mean_delta(global_state: State, results: list[ClientResult]) -> State:
+    """Per tensor, the example-weighted mean over the clients that sent it, minus global."""
+    sums: State = {}
+    weights: dict[str, float] = {}
+    for r in results:
+        for k, t in r.tensors.items():
+            w = float(r.num_examples)
+            sums[k] = sums[k] + w * t if k in sums else w * t.to(global_state[k].dtype)
+            weights[k] = weights.get(k, 0.0) + w
+    return {k: sums[k] / weights[k] - global_state[k] for k in sums if weights[k] > 0}
+
+
+class Algorithm(ABC):
+    """Base class; FedAvg's behaviour unless a subclass overrides a part."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[LocalParams]] = LocalParams
+
+    def __init__(self, params: LocalParams, server_optimizer: ServerOptimizer) -> None:
+        self.params = params
+        self.server_optimizer = server_optimizer
+
+    # -- server side -------------------------------------------------------
+    def configure_round(self, round: int, sampled_client_ids: list[int], global_state: State, seed: int) -> dict[int, ClientTask]:
+        return {cid: ClientTask(client_id=cid, round=round, seed=seed) for cid in sampled_client_ids}
+
+    def bytes_down(self, task: ClientTask, global_state: State) -> int:
+        names = task.tensor_names if task.tensor_names is not None else list(global_state)
+        return state_bytes({k: global_state[k] for k in names})
+
+    def aggregate(self, round: int, global_state: State, results: list[ClientResult]) -> State:
+        delta = weighted_mean_delta(global_state, results)
+        new = self.server_optimizer.step(global_state, delta)
+        return {**global_state, **new}
+
+    def round_metrics(self) -> dict[str, float]:
+        return self.server_optimizer.round_metrics()
+
+    def state_dict(self) -> dict:
+        return {"server_optimizer": self.server_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.server_optimizer.load_state_dict(state["server_optimizer"])
+
+    # -- client side -------------------------------------------------------
+    def local_loss(self, global_state: State) -> LossFn:
+        """The client's training objective; FedProx adds its proximal term here."""
+        return loss_fn
+
+    def client_update(self, model: nn.Module, trainable: State, data: ClientData, task: ClientTask) -> ClientResult:
+        set_trainable(model, trainable)
+        cfg = self.params
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(params, cfg)
+        loss = self.local_loss(trainable)
+        losses, steps = [], 0
+        for epoch in range(cfg.local_epochs):
+            gen = torch_generator(task.seed, "batches", task.round, task.client_id, epoch)
+            left = None if cfg.max_steps is None else cfg.max_steps - steps
+            if left is not None and left <= 0:
+                break
+            mean, taken = train_epoch(model, data.train, optimizer, cfg, gen, loss, left)
+            losses.append(mean)
+            steps += taken
+        tensors = get_trainable(model)
+        return ClientResult(
+            client_id=task.client_id,
+            num_examples=len(data.train),
+            tensors=tensors,
+            metrics={"loss": losses[-1] if losses else float("nan"), "steps": steps, "epochs": len(losses)},
+            bytes_up=state_bytes(tensors),
+        )

@@ -1,0 +1,111 @@
+"""Adaptive federated optimization (Reddi et al., ICLR 2021, https://arxiv.org/abs/2003.00295).
+
+Algorithm 2 of the paper, per coordinate, with Δ_t the aggregated pseudo-gradient::
+
+    m_t = β1 m_{t-1} + (1 - β1) Δ_t
+    v_t = second-moment update of the subclass (Adagrad / Adam / Yogi)
+    x_{t+1} = x_t + η m_t / (√v_t + τ)
+
+with m_0 = v_0 = 0 and no bias correction. ``bias_correction=True`` scales η each
+round by √(1 - β2^(t+1)) / (1 - β1^(t+1)) (t = server step from 1), as Flower's
+FedAdam does, so that runs can be compared with Flower's.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+from torch import Tensor
+
+from fedtune.server.base import SERVER_OPTIMIZERS, ServerOptimizer, State, _to_cpu
+
+
+class FedOpt(ServerOptimizer):
+    """Base of FedAdagrad, FedAdam and FedYogi: holds m, v and the step count.
+
+    Parameters
+    ----------
+    lr : float, default 1e-2
+        Server learning rate η.
+    beta1 : float, default 0.9
+        First-moment decay β1.
+    beta2 : float, default 0.99
+        Second-moment decay β2 (unused by FedAdagrad).
+    tau : float, default 1e-3
+        Adaptivity τ added to √v.
+    bias_correction : bool, default False
+        Scale η by √(1 - β2^(t+1)) / (1 - β1^(t+1)) as Flower's FedAdam does.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-2,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        tau: float = 1e-3,
+        bias_correction: bool = False,
+    ) -> None:
+        if lr <= 0 or tau <= 0:
+            raise ValueError("server lr and tau must be positive")
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError("server beta1 and beta2 must lie in [0, 1)")
+        self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
+        self.bias_correction = bias_correction
+        self.m: State = {}
+        self.v: State = {}
+        self.t = 0
+
+    @abstractmethod
+    def second_moment(self, v: Tensor, delta: Tensor) -> Tensor:
+        """v_t from v_{t-1} and Δ_t."""
+
+    def effective_lr(self) -> float:
+        if not self.bias_correction:
+            return self.lr
+        t = self.t
+        return self.lr * (1 - self.beta2 ** (t + 1)) ** 0.5 / (1 - self.beta1 ** (t + 1))
+
+    def step(self, params: State, delta: State) -> State:
+        self.t += 1
+        lr = self.effective_lr()
+        out = {}
+        for k, d in delta.items():
+            m = self.m.get(k, torch.zeros_like(d))
+            v = self.v.get(k, torch.zeros_like(d))
+            m = self.beta1 * m + (1 - self.beta1) * d
+            v = self.second_moment(v, d)
+            self.m[k], self.v[k] = m, v
+            out[k] = params[k] + lr * m / (v.sqrt() + self.tau)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"m": _to_cpu(self.m), "v": _to_cpu(self.v), "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.m, self.v, self.t = dict(state["m"]), dict(state["v"]), int(state["t"])
+
+
+@SERVER_OPTIMIZERS.register("fedadagrad")
+class FedAdagrad(FedOpt):
+    """FedAdagrad: v_t = v_{t-1} + Δ_t². Keeps β1 momentum (Flower fixes β1 = 0)."""
+
+    def second_moment(self, v: Tensor, delta: Tensor) -> Tensor:
+        return v + delta * delta
+
+
+@SERVER_OPTIMIZERS.register("fedadam")
+class FedAdam(FedOpt):
+    """FedAdam: v_t = β2 v_{t-1} + (1 - β2) Δ_t²."""
+
+    def second_moment(self, v: Tensor, delta: Tensor) -> Tensor:
+        return self.beta2 * v + (1 - self.beta2) * delta * delta
+
+
+@SERVER_OPTIMIZERS.register("fedyogi")
+class FedYogi(FedOpt):
+    """FedYogi: v_t = v_{t-1} - (1 - β2) Δ_t² sign(v_{t-1} - Δ_t²)."""
+
+    def second_moment(self, v: Tensor, delta: Tensor) -> Tensor:
+        d2 = delta * delta
+        return v - (1 - self.beta2) * d2 * torch.sign(v - d2)
