@@ -124,6 +124,9 @@ class Algorithm(ABC):
         self.params = params
         self.server_optimizer = server_optimizer
 
+    def setup(self, model: nn.Module, info) -> None:
+        """Called once before round 1 with the global model (e.g. Spry reads its layer groups)."""
+
     # -- server side -------------------------------------------------------
     def configure_round(self, round: int, sampled_client_ids: list[int], global_state: State, seed: int) -> dict[int, ClientTask]:
         return {cid: ClientTask(client_id=cid, round=round, seed=seed) for cid in sampled_client_ids}

@@ -1,0 +1,199 @@
+"""Experiments as configuration: TOML in, validated by pydantic, resolved TOML out.
+
+An experiment file has top-level run settings and one table per concern::
+
+    name = "fedavg-mnist"
+    seed = 0
+    rounds = 30
+    clients_per_round = 10
+
+    [data]       # dataset, partition and splits
+    [model]      # model name and options
+    [algorithm]  # name plus the algorithm's hyperparameters
+    [server]     # server optimizer name plus its arguments
+    [eval]       # evaluation schedule
+    [checkpoint] # checkpoint schedule
+
+Every error names the field (``data.alpha: ...``) in one line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A problem with an experiment's configuration, phrased as one line."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    """Which dataset, how it is split over clients, and the per-client splits."""
+
+    name: str = Field("mnist", description="registered dataset name, or hf:<id-or-path>")
+    num_clients: int = Field(100, ge=1, description="number of clients (ignored by natural partitions)")
+    partition: Literal["iid", "dirichlet", "natural"] = Field("iid", description="how examples are assigned to clients")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration α (smaller = more label skew)")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of each client's examples for validation")
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="share of each client's examples for testing")
+    options: dict[str, Any] = Field(default_factory=dict, description="dataset-specific options")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        return self
+
+
+class ModelConfig(Strict):
+    name: str = Field("mlp", description="registered model name, or hf:<id-or-path>")
+    options: dict[str, Any] = Field(default_factory=dict, description="model-specific options (sizes, peft, ...)")
+
+
+class AlgorithmConfig(BaseModel):
+    """``name`` plus the algorithm's hyperparameters, checked against its Params model."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "fedavg"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ServerConfig(BaseModel):
+    """``name`` of the server optimizer plus its constructor arguments (lr, beta1, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "fedavg"
+
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class EvalConfig(Strict):
+    every: int = Field(1, ge=1, description="evaluate the global model every N rounds (and after the last)")
+    batch_size: int = Field(256, ge=1, description="evaluation batch size")
+    max_examples: int | None = Field(None, ge=1, description="cap on pooled test examples per evaluation")
+
+
+class CheckpointConfig(Strict):
+    every: int = Field(10, ge=0, description="checkpoint every N rounds (0: only at the end)")
+    keep: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+
+
+class FailureConfig(Strict):
+    min_clients: int = Field(1, ge=1, description="a round needs at least this many successful clients")
+    min_fraction: float = Field(0.5, gt=0, le=1, description="... and at least this share of the sampled ones")
+
+
+class Experiment(Strict):
+    """One federated experiment."""
+
+    name: str = Field("experiment", description="name used in tables and plots")
+    seed: int = Field(0, ge=0, description="run seed; every random choice derives from it")
+    rounds: int = Field(10, ge=1, description="number of server rounds")
+    clients_per_round: int = Field(10, ge=1, description="clients sampled each round")
+    output: str | None = Field(None, description="run folder (default runs/<name>)")
+    backend: Literal["inprocess", "ray"] = Field("inprocess", description="where clients run")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    failures: FailureConfig = Field(default_factory=FailureConfig)
+
+    def run_dir(self) -> Path:
+        return Path(self.output or f"runs/{self.name}")
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "experiment"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; remove it or check its spelling"
+    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"algorithm.lr=0.1"`` -> (["algorithm", "lr"], 0.1); values are TOML, else strings."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {part} is not a table")
+        node[path[-1]] = value
+    return raw
+
+
+def validate_components(exp: Experiment) -> None:
+    """Names and hyperparameters that only the registries can check."""
+    from fedtune.algorithms import ALGORITHMS
+    from fedtune.data import DATASETS
+    from fedtune.models import MODELS
+    from fedtune.server import SERVER_OPTIMIZERS
+
+    if not exp.data.name.startswith("hf:") and exp.data.name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {exp.data.name!r}; choose one of: {', '.join(DATASETS.names())} or hf:<id>")
+    if not exp.model.name.startswith("hf:") and exp.model.name not in MODELS:
+        raise ConfigError(f"model.name: unknown model {exp.model.name!r}; choose one of: {', '.join(MODELS.names())} or hf:<id>")
+    if exp.algorithm.name not in ALGORITHMS:
+        raise ConfigError(f"algorithm.name: unknown algorithm {exp.algorithm.name!r}; choose one of: {', '.join(ALGORITHMS.names())}")
+    if exp.server.name not in SERVER_OPTIMIZERS:
+        raise ConfigError(f"server.name: unknown server optimizer {exp.server.name!r}; choose one of: {', '.join(SERVER_OPTIMIZERS.names())}")
+    try:
+        ALGORITHMS.get(exp.algorithm.name).Params(**exp.algorithm.hyperparameters())
+    except ValidationError as err:
+        raise ConfigError("algorithm." + _format_validation_error(err)) from None
+    accepted = inspect.signature(SERVER_OPTIMIZERS.get(exp.server.name).__init__).parameters
+    for key in exp.server.arguments():
+        if key not in accepted:
+            raise ConfigError(f"server.{key}: {exp.server.name} takes no such argument; it takes {', '.join(k for k in accepted if k != 'self')}")
+    if exp.clients_per_round > exp.data.num_clients and exp.data.partition != "natural":
+        raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Experiment:
+    """Read, override and validate an experiment; raise :class:`ConfigError` with one line."""
+    if raw is None:
+        path = Path(path)  # type: ignore[arg-type]
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such experiment file")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        exp = Experiment.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    validate_components(exp)
+    return exp
