@@ -83,6 +83,9 @@ class EvalConfig(Strict):
     every: int = Field(1, ge=1, description="evaluate the global model every N rounds (and after the last)")
     batch_size: int = Field(256, ge=1, description="evaluation batch size")
     max_examples: int | None = Field(None, ge=1, description="cap on pooled test examples per evaluation")
+    finetune_epochs: int = Field(0, ge=0, description="local finetuning epochs before the personalized figure (0: none)")
+    finetune_lr: float = Field(0.01, gt=0, description="learning rate of that finetuning (plain SGD, same for every method)")
+    personalized_clients: int = Field(20, ge=1, description="clients (seeded sample) measured for the personalized figure")
 
 
 class CheckpointConfig(Strict):

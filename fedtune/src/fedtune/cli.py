@@ -1,0 +1,190 @@
+"""The ``fedtune`` command: run and compare experiments, inspect datasets, benchmark.
+
+Bad input (a config error, an unknown name) prints one line and exits with status 2,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fedtune.config import ConfigError, load_experiment
+from fedtune.registry import UnknownNameError
+
+app = typer.Typer(
+    help="Federated finetuning research: Spry, Flow, Flash and their baselines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="List datasets and inspect partitions.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+console = Console()
+err_console = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a field, e.g. --set algorithm.lr=0.1 --set data.alpha=0.3 (values are TOML)"),
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn expected errors into one line and an exit status (2: bad input, 1: run failed)."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        from fedtune.engine import RunError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, UnknownNameError) as err:
+            fail(str(err), 2)
+        except RunError as err:
+            fail(str(err), 1)
+
+    return wrapper
+
+
+@app.command()
+@friendly_errors
+def run(
+    experiment: Annotated[Path | None, typer.Argument(help="experiment TOML file")] = None,
+    overrides: SetOption = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: the experiment's output, else runs/<name>)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this folder from its newest checkpoint")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run in the output folder")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run one experiment; writes config.toml, metrics.jsonl, checkpoints and report.md."""
+    from fedtune.engine import resume_experiment, run_experiment
+    from fedtune.report import rich_table, summarize
+
+    if resume is not None:
+        result = resume_experiment(resume, progress=not quiet)
+    else:
+        if experiment is None:
+            fail("give an experiment TOML file, or --resume RUN_DIR")
+        exp = load_experiment(experiment, overrides or [])
+        if out is not None:
+            exp.output = str(out)
+        result = run_experiment(exp, overwrite=overwrite, progress=not quiet)
+    console.print(rich_table([summarize(result.experiment.name, result.metrics)], title=str(result.run_dir)))
+    console.print(f"report: {result.run_dir / 'report.md'}")
+
+
+@app.command()
+@friendly_errors
+def compare(
+    experiments: Annotated[list[Path], typer.Argument(help="experiment TOML files to run on the same partition")],
+    out: Annotated[Path, typer.Option(help="folder for the table, overlaid plots and each run's folder")] = Path("runs/compare"),
+    overrides: SetOption = None,
+    overwrite: Annotated[bool, typer.Option(help="replace existing runs in the output folder")] = True,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Run several experiments on the same data partition; print and write one table."""
+    from fedtune.data import load_federated
+    from fedtune.engine import run_experiment
+    from fedtune.report import rich_table, write_comparison
+
+    exps = [load_experiment(path, overrides or []) for path in experiments]
+    names = [e.name for e in exps]
+    if len(set(names)) != len(names):
+        fail(f"compare: experiment names must differ, got {names}")
+    first = exps[0]
+    for e in exps[1:]:
+        if e.data != first.data or e.seed != first.seed:
+            fail(f"compare: {e.name} uses another [data] table or seed than {first.name}; a comparison needs the same partition")
+    fed = load_federated(first.data, first.seed)
+    runs = {}
+    for e in exps:
+        e.output = str(out / e.name)
+        runs[e.name] = run_experiment(e, overwrite=overwrite, progress=not quiet, fed=fed).metrics
+    rows, path = write_comparison(out, runs)
+    console.print(rich_table(rows, title=f"{first.data.name}, {first.data.partition} partition"))
+    console.print(f"comparison: {path}")
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """The registered datasets (plus hf:<id-or-path> for Hugging Face datasets)."""
+    from rich.table import Table
+
+    from fedtune.data import DATASETS
+
+    table = Table(title="datasets")
+    table.add_column("name")
+    table.add_column("description")
+    for name in DATASETS.names():
+        doc = (DATASETS.get(name).__doc__ or "").strip().splitlines()
+        table.add_row(name, doc[0] if doc else "")
+    table.add_row("hf:<id-or-path>", "a Hugging Face dataset (hub id with network, or local files)")
+    console.print(table)
+
+
+@datasets_app.command("show")
+@friendly_errors
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="dataset name, e.g. mnist")],
+    partition: Annotated[str, typer.Option(help="iid, dirichlet or natural")] = "iid",
+    alpha: Annotated[float, typer.Option(help="Dirichlet α (dirichlet partition)")] = 0.5,
+    clients: Annotated[int, typer.Option(help="number of clients (iid and dirichlet)")] = 10,
+    seed: Annotated[int, typer.Option(help="partition seed")] = 0,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="dataset option key=value (TOML value)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for the label-distribution plot")] = Path("runs/datasets"),
+    max_rows: Annotated[int, typer.Option(help="clients shown in the table")] = 20,
+) -> None:
+    """Per-client example counts of a partition, and a label-distribution plot."""
+    from rich.table import Table
+
+    from fedtune.config import DataConfig, apply_overrides
+    from fedtune.data import load_federated
+    from fedtune.data.show import describe, plot_label_distribution
+
+    raw = apply_overrides({"name": name, "partition": partition, "alpha": alpha, "num_clients": clients, "options": {}}, [f"options.{o}" for o in option or []])
+    try:
+        cfg = DataConfig.model_validate(raw)
+    except Exception as err:  # pydantic ValidationError, phrased by the config module
+        from fedtune.config import _format_validation_error
+
+        fail("data." + _format_validation_error(err))
+    fed = load_federated(cfg, seed)
+    rows = describe(fed)
+    table = Table(title=f"{name}: {fed.num_clients} clients, {partition} partition")
+    for col in rows[0]:
+        table.add_column(str(col), justify="right")
+    for row in rows[:max_rows]:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    if len(rows) > max_rows:
+        console.print(f"... {len(rows) - max_rows} more clients")
+    path = plot_label_distribution(fed, out / f"{name}_{partition}_labels.png")
+    console.print(f"plot: {path}")
+
+
+def _mount_optional() -> None:
+    """Sub-apps of other modules (bench memory, ...), mounted when present."""
+    try:
+        from fedtune.measure.cli import bench_app
+    except ImportError:
+        return
+    app.add_typer(bench_app, name="bench")
+
+
+_mount_optional()
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,276 @@
+"""The round loop: sampling, client training, aggregation, evaluation, checkpoints, metrics.
+
+The engine owns all I/O of a run; algorithms own none. A run folder holds::
+
+    config.toml      the resolved experiment
+    metrics.jsonl    one JSON object per round
+    checkpoints/     round_NNNNN.pt (global state + server optimizer state)
+    report.md        plots and a summary, written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fedtune.algorithms import ALGORITHMS, Algorithm, ClientResult
+from fedtune.config import ConfigError, Experiment, load_experiment
+from fedtune.data import FederatedDataset, load_federated
+from fedtune.data.base import ClientData, Examples
+from fedtune.engine import evaluate as evaluation
+from fedtune.engine.backend import Backend, ClientFailure, InProcessBackend
+from fedtune.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fedtune.engine.sampling import sample_clients
+from fedtune.models import build_model
+from fedtune.models.base import State, get_trainable
+from fedtune.server import new_optimizer
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.toml"
+
+
+class RunError(RuntimeError):
+    """A run cannot go on (too many failed clients, a non-finite global model)."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: list[dict] = field(default_factory=list)
+    experiment: Experiment | None = None
+
+
+def _round_floats(obj, digits: int = 8):
+    """Fixed precision so metrics files compare byte for byte across runs."""
+    if isinstance(obj, float):
+        return obj if not math.isfinite(obj) else float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: _round_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_round_floats(v, digits) for v in obj]
+    return obj
+
+
+class Run:
+    """One experiment's state between rounds; ``run_experiment`` drives it."""
+
+    def __init__(self, exp: Experiment, fed: FederatedDataset | None = None) -> None:
+        self.exp = exp
+        self.fed = fed or load_federated(exp.data, exp.seed)
+        self.model = build_model(exp.model.name, self.fed.info, exp.model.options, exp.seed)
+        algo_cls = ALGORITHMS.get(exp.algorithm.name)
+        params = algo_cls.Params(**exp.algorithm.hyperparameters())
+        self.algorithm: Algorithm = algo_cls(params, new_optimizer(exp.server.name, **exp.server.arguments()))
+        self.algorithm.setup(self.model, self.fed.info)
+        self.global_state: State = get_trainable(self.model)
+        self.drift = self._build_drift()
+        self.backend: Backend = InProcessBackend(self.algorithm, self.model, self.client_data)
+        if exp.clients_per_round > self.fed.num_clients:
+            raise ConfigError(
+                f"clients_per_round: {exp.clients_per_round} exceeds the {self.fed.num_clients} clients of the partition"
+            )
+
+    def _build_drift(self):
+        drift_cfg = getattr(self.exp, "drift", None)
+        if drift_cfg is None:
+            return None
+        from fedtune.data.drift import DriftSimulator
+
+        return DriftSimulator.from_config(drift_cfg, self.fed.info, self.exp.seed)
+
+    # -- data as the clients see it in a given round (drift applies here) ---------------
+    def client_data(self, client_id: int, round: int) -> ClientData:
+        data = self.fed.clients[client_id]
+        return data if self.drift is None else self.drift.apply(client_id, round, data)
+
+    def test_examples(self, round: int) -> Examples:
+        if self.drift is None:
+            return self.fed.pooled("test")
+        return Examples.concat(
+            [self.drift.apply_examples(cid, round, c.test) for cid, c in enumerate(self.fed.clients)]
+        )
+
+    # -- one round ---------------------------------------------------------------------
+    def round(self, rnd: int) -> dict:
+        exp = self.exp
+        start = time.perf_counter()
+        sampled = sample_clients(exp.seed, rnd, self.fed.num_clients, exp.clients_per_round)
+        tasks = self.algorithm.configure_round(rnd, sampled, self.global_state, exp.seed)
+        outcomes = self.backend.run(list(tasks.values()), self.global_state)
+        results = [o for o in outcomes if isinstance(o, ClientResult)]
+        failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        needed = max(exp.failures.min_clients, math.ceil(exp.failures.min_fraction * len(sampled)))
+        if len(results) < needed:
+            detail = "; ".join(f"client {f.client_id}: {f.error}" for f in failures[:3])
+            raise RunError(f"round {rnd}: only {len(results)} of {len(sampled)} clients succeeded (need {needed}); {detail}")
+        self.global_state = self.algorithm.aggregate(rnd, self.global_state, results)
+        for name, tensor in self.global_state.items():
+            if not torch.isfinite(tensor).all():
+                raise RunError(f"round {rnd}: the aggregated global tensor {name!r} holds NaN or inf; lower server.lr or check the clients' updates")
+        n = sum(r.num_examples for r in results)
+        record: dict = {
+            "round": rnd,
+            "sampled": sampled,
+            "failures": [f.to_json() for f in failures],
+            "train_loss": sum(r.metrics.get("loss", 0.0) * r.num_examples for r in results) / max(n, 1),
+            "bytes_up": sum(r.bytes_up for r in results),
+            "bytes_down": sum(self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()),
+        }
+        record.update(self._client_summaries(results))
+        record.update(self.algorithm.round_metrics())
+        eval_start = time.perf_counter()
+        if rnd % exp.eval.every == 0 or rnd == exp.rounds:
+            record.update(self.evaluate(rnd))
+        end = time.perf_counter()
+        record["client_s"] = self.backend.client_seconds
+        record["eval_s"] = end - eval_start
+        record["wall_s"] = end - start
+        return record
+
+    @staticmethod
+    def _client_summaries(results: list[ClientResult]) -> dict:
+        """Per-client metrics the algorithm reports besides the loss (e.g. epochs run)."""
+        keys = sorted({k for r in results for k in r.metrics if k != "loss"})
+        return {f"client_{k}": {str(r.client_id): r.metrics[k] for r in results if k in r.metrics} for k in keys}
+
+    def evaluate(self, rnd: int) -> dict[str, float]:
+        out = evaluation.generalized(self.model, self.global_state, self.test_examples(rnd), self.exp.eval)
+        if self.exp.eval.finetune_epochs > 0:
+            out.update(
+                evaluation.personalized(
+                    self.model,
+                    self.global_state,
+                    self.fed.num_clients,
+                    lambda cid: self.client_data(cid, rnd),
+                    self.exp.eval,
+                    self.algorithm.params.batch_size,
+                    self.exp.seed,
+                    rnd,
+                )
+            )
+        return out
+
+    # -- persistence ---------------------------------------------------------------------
+    def checkpoint(self, run_dir: Path, rnd: int) -> None:
+        save_checkpoint(run_dir, rnd, self.global_state, self.algorithm.state_dict(), self.exp.checkpoint.keep)
+
+    def restore(self, path: Path) -> int:
+        state = load_checkpoint(path)
+        self.global_state = state["global_state"]
+        self.algorithm.load_state_dict(state["algorithm"])
+        return int(state["round"])
+
+
+ProgressFn = Callable[[int, dict], None]
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_experiment(
+    exp: Experiment,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | ProgressFn = False,
+    fed: FederatedDataset | None = None,
+    report: bool = True,
+) -> RunResult:
+    """Run (or resume) an experiment and write its run folder; returns its metrics.
+
+    ``progress=True`` shows a rich progress bar; a callable gets ``(round, record)``.
+    A resumed run continues from the newest checkpoint and its metrics equal those of an
+    uninterrupted run (wall times aside), because every random choice derives from
+    (seed, round, client, ...), never from state carried between rounds.
+    """
+    run_dir = exp.run_dir()
+    metrics_path = run_dir / METRICS_FILE
+    if not resume and metrics_path.exists() and not overwrite:
+        raise ConfigError(f"output: {run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    run = Run(exp, fed)  # builds everything before a single file is written
+    first, metrics = 1, []
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            done = run.restore(ckpt)
+            metrics = [m for m in _read_metrics(metrics_path) if m["round"] <= done]
+            first = done + 1
+    elif run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(exp.to_toml())
+    with metrics_path.open("w") as fh:  # rewrite: drops rounds after the checkpoint we resumed from
+        for m in metrics:
+            fh.write(json.dumps(m) + "\n")
+
+    bar = _ProgressBar(exp, first) if progress is True else None
+    try:
+        for rnd in range(first, exp.rounds + 1):
+            record = _round_floats(run.round(rnd))
+            metrics.append(record)
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            every = exp.checkpoint.every
+            if rnd == exp.rounds or (every and rnd % every == 0):
+                run.checkpoint(run_dir, rnd)
+            if bar is not None:
+                bar.update(rnd, record)
+            elif callable(progress):
+                progress(rnd, record)
+    finally:
+        if bar is not None:
+            bar.close()
+    if report:
+        from fedtune.report import write_run_report
+
+        write_run_report(run_dir, exp, metrics)
+    return RunResult(run_dir, metrics, exp)
+
+
+def resume_experiment(run_dir: Path, progress: bool | ProgressFn = False) -> RunResult:
+    """Continue the run in ``run_dir`` from its newest checkpoint, with its saved config."""
+    config = run_dir / CONFIG_FILE
+    if not config.is_file():
+        raise ConfigError(f"--resume: {run_dir} holds no {CONFIG_FILE}; is it a fedtune run folder?")
+    exp = load_experiment(config)
+    exp.output = str(run_dir)
+    return run_experiment(exp, resume=True, progress=progress)
+
+
+class _ProgressBar:
+    """A rich progress bar over rounds showing the latest loss and accuracy."""
+
+    def __init__(self, exp: Experiment, first: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[latest]}"),
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(exp.name, total=exp.rounds, completed=first - 1, latest="")
+        self.latest: dict[str, float] = {}
+
+    def update(self, rnd: int, record: dict) -> None:
+        self.latest["loss"] = record["train_loss"]
+        if "test_accuracy" in record:
+            self.latest["acc"] = record["test_accuracy"]
+        text = "  ".join(f"{k} {v:.4f}" for k, v in self.latest.items())
+        self.progress.update(self.task, completed=rnd, latest=text)
+
+    def close(self) -> None:
+        self.progress.stop()

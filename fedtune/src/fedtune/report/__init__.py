@@ -1,0 +1,42 @@
+"""Run reports: plots beside the metrics, report.md, and comparison tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedtune.report.plots import CURVES, plot_curves
+from fedtune.report.summary import markdown_table, rich_table, summarize
+
+
+def write_run_report(run_dir: Path, exp, metrics: list[dict]) -> Path:
+    """``report.md`` with the summary table and loss/accuracy plots of one run."""
+    plots = [p for key in CURVES if (p := plot_curves({exp.name: metrics}, key, run_dir / f"{key}.png"))]
+    lines = [
+        f"# {exp.name}",
+        "",
+        f"{exp.algorithm.name} with server optimizer {exp.server.name} on {exp.data.name} "
+        f"({exp.data.partition} partition, {exp.data.num_clients} clients, {exp.clients_per_round} per round), "
+        f"model {exp.model.name}, seed {exp.seed}.",
+        "",
+        markdown_table([summarize(exp.name, metrics)]),
+    ]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_comparison(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[list[dict], Path]:
+    """Overlaid plots, ``comparison.md`` and ``comparison.json`` for several runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [summarize(name, metrics) for name, metrics in runs.items()]
+    plots = [p for key in CURVES if (p := plot_curves(runs, key, out_dir / f"{key}.png"))]
+    (out_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
+    md = ["# Comparison", "", markdown_table(rows)] + [f"![{p.stem}]({p.name})" for p in plots]
+    path = out_dir / "comparison.md"
+    path.write_text("\n".join(md) + "\n")
+    return rows, path
+
+
+__all__ = ["markdown_table", "plot_curves", "rich_table", "summarize", "write_comparison", "write_run_report"]
