@@ -94,10 +94,10 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         value = loss(model, batch)
         if not torch.isfinite(value):
-            raise FloatingPointError(f"non-finite training loss ({float(value)}) at local step {steps}")
+            raise FloatingPointError(f"non-finite training loss ({value.item()}) at local step {steps}")
         value.backward()
         optimizer.step()
-        total += float(value)
+        total += value.item()
         steps += 1
     return total / max(steps, 1), steps
 
