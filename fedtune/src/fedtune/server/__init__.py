@@ -2,6 +2,7 @@
 
 from fedtune.server.base import SERVER_OPTIMIZERS, FedAvgOptimizer, ServerOptimizer, new_optimizer
 from fedtune.server.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
+from fedtune.server.flash import Flash
 
 __all__ = [
     "SERVER_OPTIMIZERS",
@@ -10,6 +11,7 @@ __all__ = [
     "FedAvgOptimizer",
     "FedOpt",
     "FedYogi",
+    "Flash",
     "ServerOptimizer",
     "new_optimizer",
 ]

@@ -21,6 +21,25 @@ from torch import Tensor
 from fedtune.server.base import SERVER_OPTIMIZERS, ServerOptimizer, State, _to_cpu
 
 
+_QUANTILE_SAMPLE = 1 << 20  # coordinates used for quantiles (a strided sample beyond this)
+
+
+def lr_summary(lr: float, denominators: list[Tensor]) -> dict[str, float]:
+    """Mean, 5/50/95% quantiles and max of the per-coordinate effective lr η / denominator."""
+    if not denominators:
+        return {}
+    eff = lr / torch.cat([x.detach().flatten().to(torch.float64) for x in denominators])
+    sample = eff[:: max(1, eff.numel() // _QUANTILE_SAMPLE)]
+    q = torch.quantile(sample, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64))
+    return {
+        "eff_lr_mean": float(eff.mean()),
+        "eff_lr_q05": float(q[0]),
+        "eff_lr_q50": float(q[1]),
+        "eff_lr_q95": float(q[2]),
+        "eff_lr_max": float(eff.max()),
+    }
+
+
 class FedOpt(ServerOptimizer):
     """Base of FedAdagrad, FedAdam and FedYogi: holds m, v and the step count.
 
@@ -55,6 +74,7 @@ class FedOpt(ServerOptimizer):
         self.m: State = {}
         self.v: State = {}
         self.t = 0
+        self._metrics: dict[str, float] = {}
 
     @abstractmethod
     def second_moment(self, v: Tensor, delta: Tensor) -> Tensor:
@@ -69,15 +89,21 @@ class FedOpt(ServerOptimizer):
     def step(self, params: State, delta: State) -> State:
         self.t += 1
         lr = self.effective_lr()
-        out = {}
+        out, denominators = {}, []
         for k, d in delta.items():
             m = self.m.get(k, torch.zeros_like(d))
             v = self.v.get(k, torch.zeros_like(d))
             m = self.beta1 * m + (1 - self.beta1) * d
             v = self.second_moment(v, d)
             self.m[k], self.v[k] = m, v
-            out[k] = params[k] + lr * m / (v.sqrt() + self.tau)
+            denominators.append(v.sqrt() + self.tau)
+            out[k] = params[k] + lr * m / denominators[-1]
+        self._metrics = lr_summary(lr, denominators)
         return out
+
+    def round_metrics(self) -> dict[str, float]:
+        """``eff_lr_*``: mean and quantiles over coordinates of η / (√v_t + τ) of the last step."""
+        return dict(self._metrics)
 
     def state_dict(self) -> dict:
         return {"m": _to_cpu(self.m), "v": _to_cpu(self.v), "t": self.t}
