@@ -1,0 +1,38 @@
+"""Gradient estimators: backpropagation, forward gradients (jvp), zeroth-order (SPSA).
+
+Each estimator is a pure function of a loss closure (``params -> scalar``), the tensors
+to differentiate and, for the random ones, a seed schedule ``(seed, keys)``; none holds
+state. Algorithms call these and never ``torch.func`` directly.
+"""
+
+from fedtune.grad.backprop import backprop_gradient
+from fedtune.grad.forward import (
+    DISTRIBUTIONS,
+    Distribution,
+    ForwardGradient,
+    forward_gradient,
+    jvp,
+    make_tangents,
+    rebuild_gradient,
+    tangent,
+)
+from fedtune.grad.functional import LossClosure, dropout_disabled, math_attention, model_loss
+from fedtune.grad.zeroth import central_difference, spsa_gradient
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "Distribution",
+    "ForwardGradient",
+    "LossClosure",
+    "backprop_gradient",
+    "central_difference",
+    "dropout_disabled",
+    "forward_gradient",
+    "jvp",
+    "make_tangents",
+    "math_attention",
+    "model_loss",
+    "rebuild_gradient",
+    "spsa_gradient",
+    "tangent",
+]
