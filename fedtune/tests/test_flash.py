@@ -11,7 +11,14 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
+from fedtune.algorithms import ALGORITHMS
+from fedtune.algorithms.base import ClientTask, EarlyStopping, LocalParams
+from fedtune.algorithms.fedavg import FedAvg
+from fedtune.config import ConfigError
+from fedtune.data.base import ClientData, Examples
+from fedtune.models.base import get_trainable
 from fedtune.server import SERVER_OPTIMIZERS, FedAdam, Flash, new_optimizer
 
 B1, B2, TAU, LR = 0.9, 0.99, 1e-3, 0.1
@@ -184,3 +191,63 @@ def test_registered_and_validated() -> None:
     assert isinstance(new_optimizer("flash", lr=0.1, guard=False), Flash)
     with pytest.raises(ValueError, match="positive"):
         Flash(tau=0.0)
+
+
+# -- client early stopping and the Flash algorithm --------------------------------------
+
+
+
+def test_early_stopping_rule_by_hand() -> None:
+    rule = EarlyStopping(gamma=0.05)
+    assert not rule.should_stop(1.0)  # e=1: inf - 1.0 >= 0.05
+    assert not rule.should_stop(0.9)  # e=2: 0.1 >= 0.025
+    assert rule.should_stop(0.89)  # e=3: 0.01 < 0.0167
+    zero = EarlyStopping(gamma=0.0)
+    assert not zero.should_stop(1.0) and not zero.should_stop(0.5) and zero.should_stop(0.6)  # only a rise stops
+
+
+class _Linear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, batch):
+        return self.fc(batch["x"])
+
+
+def _client_data() -> ClientData:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(60, 4, generator=g)
+    y = x[:, :3].argmax(1)
+    ex = Examples({"x": x, "labels": y})
+    return ClientData(train=ex.subset(range(40)), val=ex.subset(range(40, 50)), test=ex.subset(range(50, 60)))
+
+
+@pytest.mark.parametrize(("gamma", "epochs"), [(None, 6), (1e6, 2), (0.0, None)])
+def test_client_update_stops_early(gamma, epochs) -> None:
+    model = _Linear()
+    algo = FedAvg(LocalParams(local_epochs=6, batch_size=8, lr=0.1, early_stop_gamma=gamma), FedAdam())
+    result = algo.client_update(model, get_trainable(model), _client_data(), ClientTask(client_id=3, round=1, seed=0))
+    if epochs is not None:
+        assert result.metrics["epochs"] == epochs
+    assert ("early_stopped" in result.metrics) == (gamma is not None)
+    if gamma == 1e6:
+        assert result.metrics["early_stopped"] == 1.0 and result.metrics["steps"] == 2 * 5
+
+
+def test_flash_algorithm_defaults_and_server_check() -> None:
+    cls = ALGORITHMS.get("flash")
+    params = cls.Params()
+    assert params.early_stop_gamma == 0.01 and params.local_epochs == 5
+    algo = cls(params)
+    assert isinstance(algo.server_optimizer, Flash)
+    with pytest.raises(ConfigError, match='name = "flash"'):
+        cls(params, FedAdam())
+    model = _Linear()
+    state = get_trainable(model)
+    result = algo.client_update(model, state, _client_data(), ClientTask(client_id=0, round=1, seed=0))
+    new = algo.aggregate(1, state, [result])
+    assert set(new) == set(state) and all(torch.isfinite(t).all() for t in new.values())
+    metrics = algo.round_metrics()
+    assert metrics["epochs_mean"] == result.metrics["epochs"] and "flash_guarded" in metrics

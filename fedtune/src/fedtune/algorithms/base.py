@@ -10,6 +10,7 @@ Hyperparameters are a pydantic model (``Params``) validated from the experiment'
 
 from __future__ import annotations
 
+import math
 from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from fedtune.data.base import Batch, ClientData, Examples
-from fedtune.models.base import State, get_trainable, loss_fn, set_trainable, state_bytes
+from fedtune.models.base import State, evaluate, get_trainable, loss_fn, set_trainable, state_bytes
 from fedtune.registry import Registry
 from fedtune.seeding import torch_generator
 from fedtune.server.base import ServerOptimizer
@@ -40,6 +41,9 @@ class LocalParams(BaseModel):
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0, description="client weight decay")
     max_steps: int | None = Field(None, ge=1, description="cap on local steps per round")
+    early_stop_gamma: float | None = Field(
+        None, ge=0, description="stop after epoch e when the validation loss fell by less than γ/e (Flash); None: never"
+    )
 
 
 @dataclass
@@ -114,6 +118,25 @@ def weighted_mean_delta(global_state: State, results: list[ClientResult]) -> Sta
     return {k: sums[k] / weights[k] - global_state[k] for k in sums if weights[k] > 0}
 
 
+class EarlyStopping:
+    """Flash's client rule: after epoch e stop when L_{e-1} - L_e < γ / e (L_0 = +inf).
+
+    ``should_stop(L_e)`` is called once after every local epoch with the validation loss.
+    """
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma = gamma
+        self.epoch = 0
+        self.previous = math.inf
+        self.stopped = False
+
+    def should_stop(self, val_loss: float) -> bool:
+        self.epoch += 1
+        self.stopped = self.previous - val_loss < self.gamma / self.epoch
+        self.previous = val_loss
+        return self.stopped
+
+
 class Algorithm(ABC):
     """Base class; FedAvg's behaviour unless a subclass overrides a part."""
 
@@ -161,6 +184,7 @@ class Algorithm(ABC):
         optimizer = make_optimizer(params, cfg)
         loss = self.local_loss(trainable)
         losses, steps = [], 0
+        stopper = EarlyStopping(cfg.early_stop_gamma) if cfg.early_stop_gamma is not None and len(data.val) else None
         for epoch in range(cfg.local_epochs):
             gen = torch_generator(task.seed, "batches", task.round, task.client_id, epoch)
             left = None if cfg.max_steps is None else cfg.max_steps - steps
@@ -169,11 +193,17 @@ class Algorithm(ABC):
             mean, taken = train_epoch(model, data.train, optimizer, cfg, gen, loss, left)
             losses.append(mean)
             steps += taken
+            last = epoch + 1 == cfg.local_epochs
+            if stopper is not None and not last and stopper.should_stop(evaluate(model, data.val).get("loss", math.inf)):
+                break
         tensors = get_trainable(model)
+        metrics = {"loss": losses[-1] if losses else float("nan"), "steps": steps, "epochs": len(losses)}
+        if stopper is not None:
+            metrics["early_stopped"] = float(stopper.stopped)
         return ClientResult(
             client_id=task.client_id,
             num_examples=len(data.train),
             tensors=tensors,
-            metrics={"loss": losses[-1] if losses else float("nan"), "steps": steps, "epochs": len(losses)},
+            metrics=metrics,
             bytes_up=state_bytes(tensors),
         )

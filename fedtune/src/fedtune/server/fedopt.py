@@ -20,7 +20,6 @@ from torch import Tensor
 
 from fedtune.server.base import SERVER_OPTIMIZERS, ServerOptimizer, State, _to_cpu
 
-
 _QUANTILE_SAMPLE = 1 << 20  # coordinates used for quantiles (a strided sample beyond this)
 
 
