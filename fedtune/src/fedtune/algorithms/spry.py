@@ -1,0 +1,234 @@
+"""Spry (Panchal et al., NeurIPS 2024, https://arxiv.org/abs/2405.15551).
+
+Federated finetuning of language models with forward-mode automatic differentiation.
+The trainable weights (PEFT adapters plus the task head) are split among the clients
+of a round, so that each client's forward gradient is estimated over few dimensions.
+
+Algorithm (the paper's Algorithm 1, per round t)::
+
+    Server:  sample M clients; deal the L layer groups round-robin to them
+             (M ≤ L: client j trains groups j, j+M, ...; M > L: client j trains group
+             j mod L); the head goes to every client when shared, else it is a group.
+    Client m, with θ_S its assigned tensors and θ the rest (fixed at the global values):
+        for each epoch e, each batch b (local step s):
+            for k = 1..K:  v_k ~ N(0, I) over θ_S, seeded by (seed, round, m, s, k, tensor)
+                           (L, d_k) = jvp(θ_S ↦ L(θ_S, θ; b), θ_S, v_k)   # one forward pass
+            g_s = (1/K) Σ_k d_k v_k                                      # forward gradient
+            θ_S ← LocalOptimizer(θ_S, g_s)                               # AdamW by default
+        per_epoch:      send θ_S
+        per_iteration:  send the scalars d_{s,k}; the server regenerates every v_k from
+                        the shared seed schedule, rebuilds g_s and replays the steps
+    Server:  θ_i ← example-weighted mean over the clients that trained tensor i
+             then θ ← ServerOptimizer(θ, mean − θ)                        # FedYogi in the paper
+
+The jvps run over detached primals without a backward graph (``fedtune.grad``), with
+dropout off so that the K passes of a step differentiate the same function.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from fedtune.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    ClientResult,
+    ClientTask,
+    LocalParams,
+    make_optimizer,
+)
+from fedtune.data.base import ClientData
+from fedtune.grad import forward_gradient, model_loss, rebuild_gradient
+from fedtune.models.base import State, set_trainable, state_bytes, trainable_names
+from fedtune.seeding import torch_generator
+
+JVP_BYTES = 4  # one float32 scalar per tangent per step
+
+
+class ForwardGradParams(LocalParams):
+    """Local training with forward gradients (Spry's client; FedFGD's too)."""
+
+    lr: float = Field(1e-4, gt=0, description="client learning rate (the paper uses AdamW 1e-4)")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="client optimizer")
+    num_tangents: int = Field(1, ge=1, description="K: tangents (jvp passes) per local step")
+    tangent_distribution: Literal["gaussian", "rademacher"] = Field("gaussian", description="distribution of the tangents v_k")
+    communication: Literal["per_epoch", "per_iteration"] = Field(
+        "per_epoch", description="send updated tensors once per round, or the K jvp scalars of every step"
+    )
+    loss_chunk_size: int | None = Field(
+        None, ge=1, description="causal LMs: loss over this many positions at a time (logit tangents never all exist)"
+    )
+
+
+class SpryParams(ForwardGradParams):
+    """Spry's settings: forward-gradient local training plus the weight split."""
+
+    share_head: bool = Field(True, description="every client trains the task head (else it is one more group)")
+
+
+def assign_groups(num_groups: int, num_clients: int) -> list[list[int]]:
+    """Round-robin: the group indices each of ``num_clients`` clients trains.
+
+    With M ≤ L clients, client j trains groups j, j+M, j+2M, ... (each group exactly
+    once); with M > L, client j trains group j mod L (several clients share a group).
+    """
+    if num_groups < 1 or num_clients < 1:
+        raise ValueError(f"need at least one group and one client, got {num_groups} groups and {num_clients} clients")
+    if num_clients <= num_groups:
+        return [list(range(j, num_groups, num_clients)) for j in range(num_clients)]
+    return [[j % num_groups] for j in range(num_clients)]
+
+
+def module_groups(names: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Fallback for models without PEFT adapters: one group per module, the last one the head."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    *body, head = groups.values()
+    return body, head
+
+
+def split_trainables(model: nn.Module) -> tuple[list[list[str]], list[str]]:
+    """(layer groups, head tensor names) of ``model``'s trainable tensors.
+
+    Hugging Face models (:mod:`fedtune.models.hf`): one group per adapted layer (its LoRA
+    A and B), per BitFit bias or IA3 vector; other models: one group per module.
+    """
+    names = trainable_names(model)
+    if not names:
+        raise ValueError("the model has no trainable tensors for Spry to split")
+    if hasattr(model, "head_names"):
+        from fedtune.models.hf import head_names, layer_groups
+
+        groups, head = layer_groups(model, include_head=False), head_names(model)
+    else:
+        groups, head = module_groups(names)
+    return [list(g) for g in groups if g], list(head)
+
+
+@ALGORITHMS.register("spry")
+class Spry(Algorithm):
+    """Spry: split the trainable weights among the round's clients, train with forward gradients.
+
+    Parameters (``[algorithm]`` table, :class:`SpryParams`)
+    -------------------------------------------------------
+    num_tangents : int, default 1
+        K, tangents per local step (each one jvp pass).
+    tangent_distribution : "gaussian" | "rademacher", default "gaussian"
+        Distribution of the tangents.
+    communication : "per_epoch" | "per_iteration", default "per_epoch"
+        What a client sends: its trained tensors, or the K jvp scalars of each step.
+    share_head : bool, default True
+        Every client trains the task head; otherwise the head is one more layer group.
+    optimizer, lr, weight_decay : default "adamw", 1e-4, 0.0
+        Local optimizer (the server replays it exactly in per-iteration mode).
+    local_epochs, batch_size, max_steps : default 1, 32, None
+        Local training length.
+    """
+
+    name = "spry"
+    Params: ClassVar[type[LocalParams]] = SpryParams
+    params: ForwardGradParams
+
+    def __init__(self, params: LocalParams, server_optimizer) -> None:
+        super().__init__(params, server_optimizer)
+        self.groups: list[list[str]] = []
+        self.head: list[str] = []
+        self._tasks: dict[int, ClientTask] = {}
+
+    # -- server side -------------------------------------------------------
+    def setup(self, model: nn.Module, info) -> None:
+        groups, head = split_trainables(model)
+        if not getattr(self.params, "share_head", True) and head:
+            groups, head = [*groups, head], []
+        self.groups, self.head = groups, head
+
+    def assignments(self, num_clients: int) -> list[list[str]]:
+        """Tensor names trained by each of ``num_clients`` clients, in sampling order."""
+        if not self.groups and not self.head:
+            raise RuntimeError("Spry.setup(model, info) must run before the first round")
+        if not self.groups:
+            return [list(self.head) for _ in range(num_clients)]
+        dealt = assign_groups(len(self.groups), num_clients)
+        return [[n for i in idx for n in self.groups[i]] + list(self.head) for idx in dealt]
+
+    def configure_round(self, round: int, sampled_client_ids: list[int], global_state: State, seed: int) -> dict[int, ClientTask]:
+        names = self.assignments(len(sampled_client_ids))
+        self._tasks = {
+            cid: ClientTask(client_id=cid, round=round, seed=seed, tensor_names=names[j])
+            for j, cid in enumerate(sampled_client_ids)
+        }
+        return dict(self._tasks)
+
+    def bytes_down(self, task: ClientTask, global_state: State) -> int:
+        # the forward pass needs the current value of every trainable tensor
+        return state_bytes(global_state)
+
+    def aggregate(self, round: int, global_state: State, results: list[ClientResult]) -> State:
+        rebuilt = [self.rebuild(global_state, r) if "jvps" in r.payload else r for r in results]
+        return super().aggregate(round, global_state, rebuilt)
+
+    def rebuild(self, global_state: State, result: ClientResult) -> ClientResult:
+        """Per-iteration mode: replay a client's local steps from its jvp scalars."""
+        task = self._tasks.get(result.client_id)
+        if task is None:
+            raise RuntimeError(f"client {result.client_id} sent jvps but was given no task this round")
+        theta = {n: global_state[n].detach().clone() for n in self._names(task, global_state)}
+        optimizer = make_optimizer(list(theta.values()), self.params)
+        for step, jvps in enumerate(result.payload["jvps"]):
+            grads = rebuild_gradient(jvps, theta, task.seed, self._tangent_keys(task, step), self.params.tangent_distribution)
+            self._step(optimizer, theta, grads)
+        return ClientResult(result.client_id, result.num_examples, theta, result.metrics, result.bytes_up)
+
+    # -- client side -------------------------------------------------------
+    def client_update(self, model: nn.Module, trainable: State, data: ClientData, task: ClientTask) -> ClientResult:
+        set_trainable(model, trainable)
+        cfg = self.params
+        theta = {n: p.detach().clone() for n, p in model.named_parameters() if n in set(self._names(task, trainable))}
+        optimizer = make_optimizer(list(theta.values()), cfg)
+        losses: list[float] = []
+        sent: list[list[float]] = []
+        step = 0
+        for epoch in range(cfg.local_epochs):
+            for batch in data.train.batches(cfg.batch_size, torch_generator(task.seed, "batches", task.round, task.client_id, epoch)):
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+                # dropout off: the K jvps of one step must differentiate the same loss
+                loss = model_loss(model, batch, dropout=False, loss_chunk_size=cfg.loss_chunk_size)
+                fg = forward_gradient(loss, theta, task.seed, self._tangent_keys(task, step), cfg.num_tangents, cfg.tangent_distribution)
+                self._step(optimizer, theta, fg.grads)
+                losses.append(float(fg.loss))
+                sent.append(fg.jvps.tolist())
+                step += 1
+        metrics = {"loss": sum(losses) / max(len(losses), 1), "steps": step, "tensors_trained": len(theta)}
+        if cfg.communication == "per_iteration":
+            return ClientResult(task.client_id, len(data.train), {}, metrics, JVP_BYTES * cfg.num_tangents * step, payload={"jvps": sent})
+        return ClientResult(task.client_id, len(data.train), theta, metrics, state_bytes(theta))
+
+    # -- shared by client and server (the per-iteration replay must match bit for bit) --
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, theta: State, grads: State) -> None:
+        """θ_S ← LocalOptimizer(θ_S, g): one step of the local optimizer on a gradient estimate."""
+        for name, p in theta.items():
+            p.grad = grads[name]
+        optimizer.step()
+        for p in theta.values():
+            p.grad = None
+
+    @staticmethod
+    def _tangent_keys(task: ClientTask, step: int) -> tuple[int, int, int]:
+        return (task.round, task.client_id, step)
+
+    def _names(self, task: ClientTask, state: State) -> list[str]:
+        names = list(state) if task.tensor_names is None else list(task.tensor_names)
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise KeyError(f"client {task.client_id} was asked to train unknown tensors: {missing[:3]}")
+        return names
+
+
+__all__ = ["ForwardGradParams", "Spry", "SpryParams", "assign_groups", "split_trainables"]

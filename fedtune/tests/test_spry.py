@@ -1,0 +1,163 @@
+"""Spry and FedFGD: the weight split, the forward-gradient client, per-iteration replay."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fedtune.algorithms import ALGORITHMS
+from fedtune.algorithms.spry import Spry, SpryParams, assign_groups
+from fedtune.data.base import Batch, ClientData, Examples
+from fedtune.models.base import get_trainable
+from fedtune.server import new_optimizer
+
+
+class TinyNet(nn.Module):
+    """Three linear layers; ``head`` plays the task head (named like an HF classifier)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(6, 8)
+        self.l2 = nn.Linear(8, 8)
+        self.l3 = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        h = torch.tanh(self.l3(torch.tanh(self.l2(torch.tanh(self.l1(batch["x"]))))))
+        return self.head(h)
+
+
+def make_data(n: int = 40, seed: int = 0) -> ClientData:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    ex = Examples({"x": x, "labels": y})
+    return ClientData(train=ex, val=ex.subset([0, 1]), test=ex.subset([2, 3]))
+
+
+def make_spry(**overrides) -> tuple[Spry, TinyNet]:
+    torch.manual_seed(0)
+    model = TinyNet()
+    algo = Spry(SpryParams(**{"batch_size": 8, "lr": 1e-2, **overrides}), new_optimizer("fedavg"))
+    algo.setup(model, None)
+    return algo, model
+
+
+def test_assign_groups_round_robin():
+    assert assign_groups(5, 2) == [[0, 2, 4], [1, 3]]
+    assert assign_groups(3, 3) == [[0], [1], [2]]
+    assert assign_groups(2, 5) == [[0], [1], [0], [1], [0]]
+    with pytest.raises(ValueError, match="at least one"):
+        assign_groups(0, 3)
+
+
+@pytest.mark.parametrize("share_head", [True, False])
+@pytest.mark.parametrize("clients", [1, 2, 3, 4, 7])
+def test_every_trainable_tensor_is_trained_each_round(share_head, clients):
+    algo, model = make_spry(share_head=share_head)
+    state = get_trainable(model)
+    tasks = algo.configure_round(1, list(range(10, 10 + clients)), state, seed=0)
+    trained = [n for t in tasks.values() for n in t.tensor_names]
+    assert set(trained) == set(state)
+    if share_head and clients > 1:
+        assert all("head.weight" in t.tensor_names for t in tasks.values())
+    if clients <= len(algo.groups):  # no group is trained twice
+        body = [n for n in trained if not (share_head and n.startswith("head."))]
+        assert len(body) == len(set(body))
+
+
+def test_client_sends_only_its_tensors_and_counts_bytes():
+    algo, model = make_spry()
+    state = get_trainable(model)
+    tasks = algo.configure_round(1, [0, 1, 2], state, seed=3)
+    res = algo.client_update(model, state, make_data(), tasks[1])
+    assert set(res.tensors) == set(tasks[1].tensor_names)
+    assert res.bytes_up == sum(t.numel() * 4 for t in res.tensors.values())
+    assert res.metrics["steps"] == 5
+    assert any(not torch.equal(res.tensors[n], state[n]) for n in res.tensors)
+    assert algo.bytes_down(tasks[1], state) == sum(t.numel() * 4 for t in state.values())
+
+
+def test_per_iteration_replay_equals_client_computation():
+    algo_e, model = make_spry(communication="per_epoch", num_tangents=3, local_epochs=2)
+    algo_i, _ = make_spry(communication="per_iteration", num_tangents=3, local_epochs=2)
+    state = get_trainable(model)
+    data = make_data()
+    tasks = algo_e.configure_round(2, [4, 9], state, seed=11)
+    algo_i.configure_round(2, [4, 9], state, seed=11)
+    sent = algo_e.client_update(model, state, data, tasks[9])
+    scalars = algo_i.client_update(model, state, data, tasks[9])
+    assert scalars.tensors == {}
+    assert len(scalars.payload["jvps"]) == 10 and all(len(d) == 3 for d in scalars.payload["jvps"])
+    assert scalars.bytes_up == 10 * 3 * 4 < sent.bytes_up
+    rebuilt = algo_i.rebuild(state, scalars)
+    assert set(rebuilt.tensors) == set(sent.tensors)
+    for name, t in sent.tensors.items():
+        torch.testing.assert_close(rebuilt.tensors[name], t, rtol=0, atol=1e-7)
+    # and the aggregated global model is the same in both modes
+    other = algo_e.client_update(model, state, data, tasks[4])
+    new_e = algo_e.aggregate(2, state, [sent, other])
+    new_i = algo_i.aggregate(2, state, [scalars, algo_i.client_update(model, state, data, tasks[4])])
+    for name in state:
+        torch.testing.assert_close(new_i[name], new_e[name], rtol=0, atol=1e-7)
+
+
+def test_tangents_differ_per_client_and_step():
+    algo, model = make_spry(communication="per_iteration")
+    state = get_trainable(model)
+    tasks = algo.configure_round(1, [0, 1, 2, 3, 4], state, seed=0)  # 5 clients > 3 groups: 0 and 3 share l1
+    data = make_data()
+    a = algo.client_update(model, state, data, tasks[0]).payload["jvps"]
+    b = algo.client_update(model, state, data, tasks[3]).payload["jvps"]
+    assert tasks[0].tensor_names == tasks[3].tensor_names
+    assert a != b
+    assert len({round(d[0], 6) for d in a}) == len(a)
+
+
+def test_aggregate_is_per_tensor_weighted_mean_over_trainers():
+    algo, model = make_spry()
+    state = get_trainable(model)
+    tasks = algo.configure_round(1, [0, 1, 2, 3, 4], state, seed=0)
+    results = [algo.client_update(model, state, make_data(20 + 10 * j, seed=j), tasks[j]) for j in range(5)]
+    new = algo.aggregate(1, state, results)
+    sharers = [r for r in results if "l1.weight" in r.tensors]
+    assert len(sharers) == 2
+    w = torch.tensor([float(r.num_examples) for r in sharers])
+    expected = sum(wi * r.tensors["l1.weight"] for wi, r in zip(w, sharers, strict=True)) / w.sum()
+    torch.testing.assert_close(new["l1.weight"], expected)
+    only = [r for r in results if "l3.weight" in r.tensors]
+    assert len(only) == 1
+    torch.testing.assert_close(new["l3.weight"], only[0].tensors["l3.weight"])
+
+
+def test_spry_learns_on_a_tiny_problem():
+    algo, model = make_spry(lr=5e-2, local_epochs=3, num_tangents=2)
+    state = get_trainable(model)
+    data = make_data(80)
+    before = nn.functional.cross_entropy(model(data.train.tensors), data.train.labels)
+    for rnd in range(1, 6):
+        tasks = algo.configure_round(rnd, [0, 1], state, seed=1)
+        state = algo.aggregate(rnd, state, [algo.client_update(model, state, data, t) for t in tasks.values()])
+    model.load_state_dict(state, strict=False)
+    after = nn.functional.cross_entropy(model(data.train.tensors), data.train.labels)
+    assert after < before
+
+
+def test_fedfgd_trains_every_tensor_on_every_client():
+    torch.manual_seed(0)
+    model = TinyNet()
+    cls = ALGORITHMS.get("fedfgd")
+    algo = cls(cls.Params(batch_size=8), new_optimizer("fedavg"))
+    algo.setup(model, None)
+    state = get_trainable(model)
+    tasks = algo.configure_round(1, [0, 1, 2], state, seed=0)
+    assert all(set(t.tensor_names) == set(state) for t in tasks.values())
+    res = algo.client_update(model, state, make_data(), tasks[0])
+    assert set(res.tensors) == set(state)
+
+
+def test_params_are_validated_with_one_line_errors():
+    with pytest.raises(ValueError, match="communication"):
+        SpryParams(communication="sometimes")
+    assert SpryParams().optimizer == "adamw" and SpryParams().lr == 1e-4 and SpryParams().num_tangents == 1
