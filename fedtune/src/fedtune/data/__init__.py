@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from fedtune.config import ConfigError, DataConfig
-from fedtune.data import digits, mnist  # noqa: F401  (register the built-in datasets)
+from fedtune.data import digits, mnist, shakespeare, synthetic, text  # noqa: F401  (register the built-in datasets)
 from fedtune.data.base import Batch, ClientData, DatasetInfo, Examples, FederatedDataset
 from fedtune.data.partition import PARTITIONERS, partition
 from fedtune.data.registry import DATASETS, RawDataset
