@@ -1,0 +1,227 @@
+"""Text tasks from Shakespeare's plays for language models (the Spry experiments).
+
+Spry (Panchal et al., NeurIPS 2024, arXiv 2405.15551) finetunes language models on
+text classification and language modelling. These two datasets build such tasks
+offline from the plays parsed by :func:`fedtune.data.shakespeare.parse_speeches`,
+tokenized with :func:`fedtune.models.hf.load_tokenizer` (an alias such as ``minilm`` or
+``smollm2``, a Hugging Face id or a local folder):
+
+- ``shakespeare_play``: sequence classification, *which play a speech comes from*
+  (real labels). Speeches of at least ``min_chars`` characters from the ``num_plays``
+  plays with most such speeches (or the listed ``plays``), at most ``max_per_play`` each
+  (a seeded sample). No natural owner: partition it with ``dirichlet`` (label skew) or
+  ``iid`` through the ``[data]`` table.
+- ``shakespeare_lm``: next-token prediction for causal LMs, one natural group per
+  speaking role (``partition = "natural"``): each role's speeches are joined, tokenized
+  and cut into sequences of ``max_length`` tokens; ``labels[:, t]`` is the token after
+  position t (aligned with the logits, as :mod:`fedtune.models.hf` expects), -100 on padding.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from fedtune.config import ConfigError
+from fedtune.data.base import DatasetInfo, Examples
+from fedtune.data.options import DatasetOptions, parse_options
+from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.shakespeare import Speech, parse_speeches, role_texts
+from fedtune.seeding import numpy_rng
+
+
+class PlayOptions(DatasetOptions):
+    """Options of ``shakespeare_play``."""
+
+    tokenizer: str = Field(
+        "minilm", description="tokenizer: alias (minilm, smollm2), Hugging Face id or folder"
+    )
+    max_length: int = Field(64, ge=4, description="tokens per speech (longer ones are truncated)")
+    num_plays: int = Field(
+        8, ge=2, description="classes: the plays with most speeches of at least min_chars"
+    )
+    plays: list[str] | None = Field(
+        None, description="explicit plays (file stems, e.g. hamlet) instead of num_plays"
+    )
+    min_chars: int = Field(80, ge=1, description="keep speeches of at least this many characters")
+    max_per_play: int | None = Field(
+        400, ge=1, description="cap on speeches per play (a seeded sample), None for all"
+    )
+
+
+class LMOptions(DatasetOptions):
+    """Options of ``shakespeare_lm``."""
+
+    tokenizer: str = Field(
+        "smollm2", description="tokenizer: alias (smollm2, minilm), Hugging Face id or folder"
+    )
+    max_length: int = Field(64, ge=2, description="tokens per sequence")
+    min_chars: int = Field(
+        2000, ge=1, description="keep roles that speak at least this many characters"
+    )
+    max_roles: int | None = Field(
+        50, ge=1, description="keep this many roles (a seeded sample), None for all"
+    )
+    max_sequences_per_role: int | None = Field(
+        32, ge=1, description="cap on sequences per role (a seeded sample)"
+    )
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(name: str):
+    from fedtune.models.hf import load_tokenizer
+
+    try:
+        return load_tokenizer(name)
+    except (OSError, ValueError, ModuleNotFoundError) as err:
+        raise ConfigError(
+            f"data.options.tokenizer: cannot load tokenizer {name!r} ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
+
+
+def choose_plays(speeches: list[Speech], opts: PlayOptions) -> list[str]:
+    """The class names: ``opts.plays`` if given, else the plays with most kept speeches."""
+    counts = Counter(s.play for s in speeches if len(s.text) >= opts.min_chars)
+    if opts.plays is not None:
+        unknown = [p for p in opts.plays if p not in counts]
+        if unknown:
+            raise ConfigError(
+                f"data.options.plays: unknown or empty plays {unknown}; choose among {', '.join(sorted(counts))}"
+            )
+        return list(opts.plays)
+    if opts.num_plays > len(counts):
+        raise ConfigError(
+            f"data.options.num_plays: only {len(counts)} plays have speeches of {opts.min_chars} characters"
+        )
+    return sorted(counts, key=lambda p: (-counts[p], p))[: opts.num_plays]
+
+
+@DATASETS.register("shakespeare_play")
+def load_shakespeare_play(options: dict, seed: int) -> RawDataset:
+    """Which play a speech comes from; see the module docstring."""
+    opts = parse_options(PlayOptions, options, "shakespeare_play")
+    speeches = parse_speeches()
+    plays = choose_plays(speeches, opts)
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, play in enumerate(plays):
+        kept = [s.text for s in speeches if s.play == play and len(s.text) >= opts.min_chars]
+        if opts.max_per_play is not None and len(kept) > opts.max_per_play:
+            chosen = numpy_rng(seed, "shakespeare-play-speeches", label).choice(
+                len(kept), opts.max_per_play, replace=False
+            )
+            kept = [kept[i] for i in sorted(chosen)]
+        texts += kept
+        labels += [label] * len(kept)
+    tok = _tokenizer(opts.tokenizer)
+    enc = tok(
+        texts,
+        padding="max_length",
+        truncation=True,
+        max_length=opts.max_length,
+        return_tensors="pt",
+    )
+    info = DatasetInfo(
+        name="shakespeare_play",
+        task="classification",
+        num_classes=len(plays),
+        class_names=plays,
+        tokenizer=tok,
+        extra={"tokenizer": opts.tokenizer, "max_length": opts.max_length},
+    )
+    examples = Examples(
+        {
+            "input_ids": enc["input_ids"].long(),
+            "attention_mask": enc["attention_mask"].long(),
+            "labels": torch.tensor(labels, dtype=torch.long),
+        }
+    )
+    return RawDataset(info=info, examples=examples, groups=None)
+
+
+def token_sequences(
+    ids: list[int], max_length: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut a token stream into (input_ids, attention_mask, labels) rows of ``max_length``.
+
+    Row i reads tokens [i·T, (i+1)·T) and predicts tokens [i·T+1, (i+1)·T+1); the last
+    row is padded (mask 0, label -100). A stream of fewer than 2 tokens gives no row.
+    """
+    n = max(len(ids) - 1, 0)
+    rows = -(-n // max_length)
+    inputs = np.full((rows, max_length), pad_id, dtype=np.int64)
+    mask = np.zeros((rows, max_length), dtype=np.int64)
+    labels = np.full((rows, max_length), -100, dtype=np.int64)
+    arr = np.asarray(ids, dtype=np.int64)
+    for r in range(rows):
+        start, stop = r * max_length, min((r + 1) * max_length, n)
+        inputs[r, : stop - start] = arr[start:stop]
+        mask[r, : stop - start] = 1
+        labels[r, : stop - start] = arr[start + 1 : stop + 1]
+    return inputs, mask, labels
+
+
+@DATASETS.register("shakespeare_lm")
+def load_shakespeare_lm(options: dict, seed: int) -> RawDataset:
+    """Next-token prediction, one natural group per speaking role; see the module docstring."""
+    opts = parse_options(LMOptions, options, "shakespeare_lm")
+    texts = {k: v for k, v in role_texts(parse_speeches()).items() if len(v) >= opts.min_chars}
+    if not texts:
+        raise ConfigError(
+            f"data.options.min_chars: no role speaks {opts.min_chars} characters; lower it"
+        )
+    keys = sorted(texts)
+    if opts.max_roles is not None and len(keys) > opts.max_roles:
+        chosen = numpy_rng(seed, "shakespeare-lm-roles").choice(
+            len(keys), opts.max_roles, replace=False
+        )
+        keys = [keys[i] for i in sorted(chosen)]
+    tok = _tokenizer(opts.tokenizer)
+    pad_id = int(tok.pad_token_id)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    groups: list[np.ndarray] = []
+    for group, key in enumerate(keys):
+        ids = tok(texts[key], add_special_tokens=False, verbose=False)["input_ids"]
+        inputs, mask, labels = token_sequences(ids, opts.max_length, pad_id)
+        if opts.max_sequences_per_role is not None and len(inputs) > opts.max_sequences_per_role:
+            keep = np.sort(
+                numpy_rng(seed, "shakespeare-lm-sequences", group).choice(
+                    len(inputs), opts.max_sequences_per_role, replace=False
+                )
+            )
+            inputs, mask, labels = inputs[keep], mask[keep], labels[keep]
+        parts.append((inputs, mask, labels))
+        groups.append(np.full(len(inputs), group))
+    info = DatasetInfo(
+        name="shakespeare_lm",
+        task="causal_lm",
+        num_classes=len(tok),
+        tokenizer=tok,
+        extra={
+            "tokenizer": opts.tokenizer,
+            "max_length": opts.max_length,
+            "roles": [f"{p}/{r}" for p, r in keys],
+        },
+    )
+    examples = Examples(
+        {
+            "input_ids": torch.from_numpy(np.concatenate([p[0] for p in parts])),
+            "attention_mask": torch.from_numpy(np.concatenate([p[1] for p in parts])),
+            "labels": torch.from_numpy(np.concatenate([p[2] for p in parts])),
+        }
+    )
+    return RawDataset(info=info, examples=examples, groups=np.concatenate(groups))
+
+
+__all__ = [
+    "LMOptions",
+    "PlayOptions",
+    "choose_plays",
+    "load_shakespeare_lm",
+    "load_shakespeare_play",
+    "token_sequences",
+]
