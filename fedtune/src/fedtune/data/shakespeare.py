@@ -178,7 +178,7 @@ def vocabulary(texts: list[str]) -> list[str]:
 
 @DATASETS.register("shakespeare")
 def load_shakespeare(options: dict, seed: int) -> RawDataset:
-    """Next-character examples, one natural group per (play, role); see the module docstring."""
+    """LEAF next-character prediction, one natural group per speaking role (Caldas et al. 2018)."""
     opts = parse_options(ShakespeareOptions, options, "shakespeare")
     texts = {
         k: v

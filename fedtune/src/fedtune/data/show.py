@@ -59,7 +59,7 @@ def _label_matrix(fed: FederatedDataset) -> np.ndarray:
     return counts
 
 
-def describe(fed: FederatedDataset) -> list[ClientSummary]:
+def client_summaries(fed: FederatedDataset) -> list[ClientSummary]:
     """Per-client train/val/test sizes and label counts (labels only for classification)."""
     names = _class_names(fed)
     matrix = _label_matrix(fed)
@@ -78,13 +78,29 @@ def describe(fed: FederatedDataset) -> list[ClientSummary]:
     ]
 
 
+def describe(fed: FederatedDataset, max_label_columns: int = 20) -> list[dict[str, int | str]]:
+    """One row per client: client, train, val, test, total, then its count of each class.
+
+    With more than ``max_label_columns`` classes (Shakespeare's characters) the per-class
+    columns are replaced by ``classes``, the number of distinct labels the client holds.
+    """
+    rows = []
+    for summary in client_summaries(fed):
+        row = summary.as_row()
+        if len(summary.label_counts) > max_label_columns:
+            row = {k: row[k] for k in ("client", "train", "val", "test", "total")}
+            row["classes"] = sum(1 for v in summary.label_counts.values() if v)
+        rows.append(row)
+    return rows
+
+
 def summarize(fed: FederatedDataset) -> dict[str, float | int | str]:
     """Totals over clients: number, sizes (min / median / max) and the mean label skew.
 
     Label skew is the mean total-variation distance between a client's label
     distribution and the pooled one (0: identical, 1: disjoint).
     """
-    rows = describe(fed)
+    rows = client_summaries(fed)
     sizes = np.array([r.total for r in rows])
     out: dict[str, float | int | str] = {
         "dataset": fed.info.name,
@@ -121,7 +137,7 @@ def plot_label_distribution(
     names = _class_names(fed)
     matrix = _label_matrix(fed)[:max_clients]
     if fed.info.task != "classification" or matrix.sum() == 0:
-        matrix = np.array([[r.total] for r in describe(fed)[:max_clients]])
+        matrix = np.array([[r.total] for r in client_summaries(fed)[:max_clients]])
         names = ["examples"]
     elif matrix.shape[1] > max_classes:
         top = np.argsort(-matrix.sum(0), kind="stable")[: max_classes - 1]
@@ -154,4 +170,4 @@ def plot_label_distribution(
     return path
 
 
-__all__ = ["ClientSummary", "describe", "plot_label_distribution", "summarize"]
+__all__ = ["ClientSummary", "client_summaries", "describe", "plot_label_distribution", "summarize"]

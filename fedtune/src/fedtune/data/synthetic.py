@@ -81,7 +81,7 @@ def generate_synthetic(
 
 @DATASETS.register("synthetic")
 def load_synthetic(options: dict, seed: int) -> RawDataset:
-    """Generate Synthetic(α, β) from ``seed``; see the module docstring and SyntheticOptions."""
+    """FedProx Synthetic(α, β) logistic data, one natural group per user (Li et al. 2020)."""
     opts = parse_options(SyntheticOptions, options, "synthetic")
     x, y, users = generate_synthetic(opts, numpy_rng(seed, "synthetic"))
     info = DatasetInfo(
