@@ -1,0 +1,229 @@
+"""Storage of the platform: SQLAlchemy 2 models, engine and schema migrations.
+
+SQLite in a local file by default; PostgreSQL when the URL says so
+(``postgresql+psycopg://user:pass@host/db``). The schema is created and upgraded by
+Alembic (``communitybots/migrations``) when the platform starts, never by
+``create_all``, so a running database always matches a numbered revision.
+
+Tables
+------
+surveys         one row per distinct survey specification served (by content hash)
+participants    one per consenting person: condition, CTM state (JSON), progress
+messages        what each side said: who, agent, topic, text, intent, quality parts
+events          the CTM's decisions with their reasons, interleaved with messages by seq
+answers         post-survey answers in long format (participant, item, value)
+admins          researcher accounts (argon2 hashes)
+admin_sessions  researcher login sessions (hashes of the cookie tokens)
+
+A participant's messages and events share one sequence counter (``seq``) so a
+transcript replays in the exact order things happened. A participant message carries
+the client's idempotency key (``client_id``), unique per participant: a retried POST
+finds the stored turn instead of storing it twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+DEFAULT_DATABASE_URL = "sqlite:///communitybots.sqlite3"
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+QUALITY_PARTS: tuple[str, ...] = (
+    "length",
+    "informativeness",
+    "relevance",
+    "specificity",
+    "gibberish",
+    "overall",
+)
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC timestamp: every time in the database is UTC without an offset."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SurveyRow(Base):
+    __tablename__ = "surveys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec_id: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(300))
+    spec_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    spec_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    survey_pk: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    condition: Mapped[str] = mapped_column(String(16))  # "multi" | "single"
+    assignment: Mapped[str] = mapped_column(String(16))  # "random" | "link"
+    status: Mapped[str] = mapped_column(String(16), default="chatting")
+    state_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    next_seq: Mapped[int] = mapped_column(Integer, default=0)
+    next_turn: Mapped[int] = mapped_column(Integer, default=0)
+    completion_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    consented_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    chat_finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+    # optimistic locking: an UPDATE whose version moved on raises StaleDataError
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("participant_id", "seq", name="uq_messages_participant_seq"),
+        UniqueConstraint("participant_id", "client_id", name="uq_messages_participant_client"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    turn: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))  # "participant" | "bot"
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    agent_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    agent_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    topic_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    intent: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_length: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_informativeness: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_relevance: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_specificity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_gibberish: Mapped[float | None] = mapped_column(Float, nullable=True)
+    q_overall: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("participant_id", "seq", name="uq_events_participant_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    turn: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    agent_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    topic_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Answer(Base):
+    __tablename__ = "answers"
+    __table_args__ = (
+        UniqueConstraint("participant_id", "item_id", name="uq_answers_participant_item"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), index=True
+    )
+    item_id: Mapped[str] = mapped_column(String(100))
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Admin(Base):
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AdminSession(Base):
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_id: Mapped[int] = mapped_column(
+        ForeignKey("admins.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 20) -> Engine:
+    """An engine for ``url``; SQLite gets WAL mode, foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _alembic(engine: Engine, action: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        getattr(command, action)(cfg, revision)
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to ``revision`` with Alembic, in-process (idempotent)."""
+    _alembic(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Downgrade the schema to ``revision`` ("base" drops every table)."""
+    _alembic(engine, "downgrade", revision)
+
+
+def session_factory(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+    return sessionmaker(engine, expire_on_commit=False)
