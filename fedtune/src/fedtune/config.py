@@ -98,6 +98,11 @@ class FailureConfig(Strict):
     min_fraction: float = Field(0.5, gt=0, le=1, description="... and at least this share of the sampled ones")
 
 
+# Imported here, after ConfigError and DataConfig exist: importing fedtune.data.drift runs
+# fedtune/data/__init__.py, which imports those two names back from this module.
+from fedtune.data.drift import DriftConfig  # noqa: E402
+
+
 class Experiment(Strict):
     """One federated experiment."""
 
@@ -114,6 +119,7 @@ class Experiment(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     failures: FailureConfig = Field(default_factory=FailureConfig)
+    drift: DriftConfig | None = Field(None, description="concept drift applied to clients' data by round (Flash)")
 
     def run_dir(self) -> Path:
         return Path(self.output or f"runs/{self.name}")

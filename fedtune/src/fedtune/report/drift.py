@@ -1,0 +1,101 @@
+"""How a run copes with concept drift (Flash, Panchal et al., ICML 2023).
+
+For each drift round D (from ``DriftSimulator.drift_rounds``) and the window of
+evaluated rounds from D up to the next drift (or the end of the run):
+
+- ``pre_accuracy``: accuracy at the last evaluation before D;
+- ``lowest_accuracy`` / ``lowest_round``: the minimum in the window;
+- ``recovery_rounds``: rounds from D to the first evaluation, at or after the minimum,
+  with accuracy ≥ ``recover`` × pre-drift accuracy (0.95 by default); ``None`` when the
+  window ends first (not recovered);
+- ``auc``: area under the accuracy curve over the window (trapezoid rule) divided by
+  its length in rounds, i.e. the mean accuracy after the drift, in [0, 1].
+
+``plot_drift`` draws accuracy against rounds with the drift rounds marked, and the
+server's effective learning rate (``eff_lr_mean``) beneath it on a log scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(int(m["round"]), float(m[key])) for m in metrics if key in m and m[key] is not None]
+    return [r for r, _ in pts], [v for _, v in pts]
+
+
+def drift_metrics(
+    metrics: list[dict],
+    drift_rounds: list[int],
+    key: str = "test_accuracy",
+    recover: float = 0.95,
+    until_next: bool = True,
+) -> list[dict]:
+    """One dict per drift round: pre/lowest accuracy, recovery rounds and post-drift AUC.
+
+    ``until_next=False`` lets every window run to the end of the run (for incremental
+    drifts whose groups drift a few rounds apart).
+    """
+    rounds, acc = _series(metrics, key)
+    out = []
+    for i, start in enumerate(drift_rounds):
+        stop = drift_rounds[i + 1] if until_next and i + 1 < len(drift_rounds) else float("inf")
+        before = [a for r, a in zip(rounds, acc, strict=True) if r < start]
+        window = [(r, a) for r, a in zip(rounds, acc, strict=True) if start <= r < stop]
+        row: dict = {"drift_round": start, "pre_accuracy": before[-1] if before else None}
+        if not window:
+            out.append(row | {"lowest_accuracy": None, "lowest_round": None, "recovery_rounds": None, "auc": None})
+            continue
+        low_round, low = min(window, key=lambda p: p[1])
+        recovery = None
+        if row["pre_accuracy"] is not None:
+            target = recover * row["pre_accuracy"]
+            recovery = next((r - start for r, a in window if r >= low_round and a >= target), None)
+        if len(window) > 1:
+            area = sum((r1 - r0) * (a0 + a1) / 2 for (r0, a0), (r1, a1) in zip(window, window[1:], strict=False))
+            auc = area / (window[-1][0] - window[0][0])
+        else:
+            auc = window[0][1]
+        out.append(row | {"lowest_accuracy": low, "lowest_round": low_round, "recovery_rounds": recovery, "auc": auc})
+    return out
+
+
+def plot_drift(
+    runs: dict[str, list[dict]],
+    drift_rounds: list[int],
+    path: Path,
+    title: str | None = None,
+    key: str = "test_accuracy",
+    lr_key: str = "eff_lr_mean",
+) -> Path:
+    """Accuracy against rounds (drift rounds dashed) above the effective server lr."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    for name, metrics in runs.items():
+        x, y = _series(metrics, key)
+        (line,) = top.plot(x, y, label=name, linewidth=1.4)
+        x, y = _series(metrics, lr_key)
+        if x:
+            bottom.plot(x, y, color=line.get_color(), linewidth=1.2)
+    for ax in (top, bottom):
+        for r in drift_rounds:
+            ax.axvline(r, color="grey", linestyle="--", linewidth=0.8)
+        ax.grid(alpha=0.3)
+    top.set_ylabel(key.replace("_", " "))
+    top.legend(fontsize=8, loc="lower right")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("effective server lr\nη / denominator (mean)")
+    bottom.set_xlabel("round")
+    if title:
+        top.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
