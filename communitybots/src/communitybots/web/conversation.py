@@ -1,0 +1,271 @@
+"""A participant's conversation, persisted: start, take a turn, replay a turn.
+
+The CTM engine is pure; this module wraps each of its steps in one database
+transaction that stores the participant's message, the engine's events and the bots'
+replies, and the new engine state. Two rules keep the record exact:
+
+- Idempotency: a participant message carries a client-made key (``client_id``); the
+  pair (participant, client_id) is unique in the database, so a retried request (lost
+  response, double click, page reloaded while sending) gets the stored turn back instead
+  of creating a second one.
+- Optimistic locking: the participant row has a version counter; if two requests of
+  the same participant race, the second one's UPDATE finds the version moved on, rolls
+  back and runs again on the new state. No step is applied twice or lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from communitybots.ctm import Event, Reply, State
+from communitybots.spec import Survey
+from communitybots.store import EventRow, Message, Participant, utcnow
+
+from .security import completion_code, new_token, token_hash
+from .settings import CONDITIONS, Settings
+from .study import Study
+
+SKIP_TEXT = "Skip topic"  # the NLU rules read it as a skip command
+MAX_ATTEMPTS = 8
+
+
+class TurnError(Exception):
+    """A message the platform refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass
+class TurnResult:
+    replies: list[dict[str, Any]]
+    cues: dict[str, Any]
+    replayed: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _elapsed(participant: Participant, now: dt.datetime) -> float:
+    return max(0.0, (now - participant.consented_at).total_seconds())
+
+
+def cues(survey: Survey, state: State, status: str) -> dict[str, Any]:
+    """What the chat interface shows beside the messages: active agent, topic, progress."""
+    done, total = state.progress
+    topic_title = None
+    if state.topic_id is not None:
+        try:
+            topic_title = survey.topic(state.topic_id)[1].title
+        except KeyError:
+            topic_title = None
+    return {
+        "agent_id": state.agent_id,
+        "topic_id": state.topic_id,
+        "topic_title": topic_title,
+        "progress": [done, total],
+        "finished": bool(state.finished),
+        "status": status,
+    }
+
+
+def reply_json(survey: Survey, message: Message) -> dict[str, Any]:
+    colour = None
+    avatar = None
+    if message.agent_id is not None:
+        try:
+            agent = survey.agent(message.agent_id)
+            colour, avatar = agent.colour, agent.avatar
+        except KeyError:
+            pass
+    return {
+        "seq": message.seq,
+        "role": message.role,
+        "agent_id": message.agent_id,
+        "agent_name": message.agent_name,
+        "topic_id": message.topic_id,
+        "kind": message.kind,
+        "text": message.text,
+        "colour": colour,
+        "avatar": avatar,
+    }
+
+
+def choose_condition(requested: str | None, rng: random.Random | None = None) -> tuple[str, str]:
+    """(condition, how it was assigned): fixed by the link, else drawn at random."""
+    if requested:
+        if requested not in CONDITIONS:
+            raise TurnError(400, f"unknown condition {requested!r}; use one of {', '.join(CONDITIONS)}")
+        return requested, "link"
+    return (rng or random.SystemRandom()).choice(CONDITIONS), "random"
+
+
+def _append(db: Session, participant: Participant, turn: int, replies: list[Reply],
+            events: list[Event], now: dt.datetime, first: Message | None = None) -> list[Message]:
+    """Store one step's events then replies after ``first`` (the participant's message)."""
+    seq = participant.next_seq
+    if first is not None:
+        first.seq = seq
+        db.add(first)
+        seq += 1
+    for ev in events:
+        db.add(EventRow(participant_id=participant.id, seq=seq, turn=turn, kind=ev.kind,
+                        reason=ev.reason or "", agent_id=ev.agent_id, topic_id=ev.topic_id,
+                        data=dict(ev.data or {}), created_at=now))
+        seq += 1
+    stored: list[Message] = []
+    for rp in replies:
+        message = Message(participant_id=participant.id, seq=seq, turn=turn, role="bot",
+                          agent_id=rp.agent_id, agent_name=rp.agent_name, topic_id=rp.topic_id,
+                          kind=rp.kind, text=rp.text, created_at=now)
+        db.add(message)
+        stored.append(message)
+        seq += 1
+    participant.next_seq = seq
+    participant.next_turn = turn + 1
+    return stored
+
+
+def start(db: Session, study: Study, condition: str, assignment: str) -> tuple[Participant, str]:
+    """Create a consenting participant and the engine's opening turn; returns the token."""
+    survey, ctm = study.engine(study.survey_pk, condition, db)
+    state, replies, events = ctm.start(now=0.0)
+    token = new_token()
+    now = utcnow()
+    participant = Participant(
+        public_id=secrets.token_hex(8), token_hash=token_hash(token), survey_pk=study.survey_pk,
+        condition=condition, assignment=assignment, status="chatting",
+        state_json=state.to_json(), next_seq=0, next_turn=0, consented_at=now,
+    )
+    db.add(participant)
+    db.flush()
+    _append(db, participant, 0, list(replies), list(events), now)
+    db.commit()
+    return participant, token
+
+
+def find_participant(db: Session, token: str | None) -> Participant | None:
+    if not token:
+        return None
+    return db.scalar(select(Participant).where(Participant.token_hash == token_hash(token)))
+
+
+def transcript(db: Session, study: Study, participant: Participant) -> dict[str, Any]:
+    """What the participant's browser needs to redraw the chat after a reload."""
+    survey, _ = study.engine(participant.survey_pk, participant.condition, db)
+    state = State.from_json(participant.state_json)
+    messages = db.scalars(select(Message).where(Message.participant_id == participant.id)
+                          .order_by(Message.seq)).all()
+    return {
+        "condition": participant.condition,
+        "title": survey.title,
+        "agents": [{"id": a.id, "name": a.name, "domain": a.domain, "colour": a.colour,
+                    "avatar": a.avatar} for a in survey.agents],
+        "messages": [reply_json(survey, m) | {"client_id": m.client_id} for m in messages],
+        "cues": cues(survey, state, participant.status),
+        "limits": {},
+    }
+
+
+def _replay(db: Session, survey: Survey, participant: Participant, message: Message) -> TurnResult:
+    replies = db.scalars(select(Message).where(
+        Message.participant_id == participant.id, Message.turn == message.turn,
+        Message.role == "bot").order_by(Message.seq)).all()
+    state = State.from_json(participant.state_json)
+    return TurnResult([reply_json(survey, m) for m in replies],
+                      cues(survey, state, participant.status), replayed=True)
+
+
+def check_rate(db: Session, participant: Participant, settings: Settings, now: dt.datetime) -> None:
+    window = dt.timedelta(seconds=settings.rate_limit_window_s)
+    recent = db.scalars(select(Message.created_at).where(
+        Message.participant_id == participant.id, Message.role == "participant",
+        Message.created_at > now - window).order_by(Message.created_at)).all()
+    if len(recent) >= settings.rate_limit_messages:
+        wait = (recent[len(recent) - settings.rate_limit_messages] + window - now).total_seconds()
+        retry = max(1, int(wait + 0.999))
+        raise TurnError(429, f"too many messages: at most {settings.rate_limit_messages} per "
+                        f"{settings.rate_limit_window_s:g} s; try again in {retry} s",
+                        retry_after=retry)
+
+
+def validate_message(text: str, client_id: str, settings: Settings) -> None:
+    if not client_id or len(client_id) > 64:
+        raise TurnError(400, "client_id must be 1 to 64 characters")
+    if len(text) > settings.max_message_chars:
+        raise TurnError(413, f"message too long: {len(text)} characters, the limit is "
+                        f"{settings.max_message_chars}")
+    if not text.strip():
+        raise TurnError(400, "message is empty")
+
+
+def take_turn(db: Session, study: Study, settings: Settings, participant_id: int,
+              client_id: str, text: str, kind: str = "message") -> TurnResult:
+    """Apply one participant message exactly once and store everything it caused."""
+    validate_message(text, client_id, settings)
+    for _attempt in range(MAX_ATTEMPTS):
+        participant = db.get(Participant, participant_id, populate_existing=True)
+        if participant is None:
+            raise TurnError(404, "no such session")
+        survey, ctm = study.engine(participant.survey_pk, participant.condition, db)
+        stored = db.scalar(select(Message).where(Message.participant_id == participant.id,
+                                                 Message.client_id == client_id))
+        if stored is not None:
+            result = _replay(db, survey, participant, stored)
+            db.rollback()
+            return result
+        state = State.from_json(participant.state_json)
+        if state.finished or participant.status != "chatting":
+            db.rollback()
+            raise TurnError(409, "the conversation has ended; no more messages are accepted")
+        now = utcnow()
+        check_rate(db, participant, settings, now)
+        new_state, replies, events = ctm.step(state, text, now=_elapsed(participant, now))
+        analysed = next((e for e in events if e.kind == "message_analyzed"), None)
+        data = dict(analysed.data) if analysed is not None else {}
+        quality = data.get("quality") or {}
+        turn = participant.next_turn
+        own = Message(participant_id=participant.id, seq=0, turn=turn, role="participant",
+                      client_id=client_id, agent_id=state.agent_id, agent_name=None,
+                      topic_id=state.topic_id, kind=kind, text=text,
+                      intent=data.get("intent"), confidence=data.get("confidence"),
+                      q_length=quality.get("length"),
+                      q_informativeness=quality.get("informativeness"),
+                      q_relevance=quality.get("relevance"),
+                      q_specificity=quality.get("specificity"),
+                      q_gibberish=quality.get("gibberish"), q_overall=quality.get("overall"),
+                      created_at=now)
+        bot_messages = _append(db, participant, turn, list(replies), list(events), now, first=own)
+        participant.state_json = new_state.to_json()
+        if new_state.finished:
+            participant.chat_finished_at = now
+            participant.status = "post_survey" if survey.post_survey else "completed"
+            if not survey.post_survey:
+                participant.completed_at = now
+                participant.completion_code = completion_code()
+        try:
+            db.commit()
+        except (IntegrityError, StaleDataError):
+            db.rollback()  # a concurrent request won the race: look again
+            continue
+        return TurnResult([reply_json(survey, m) for m in bot_messages],
+                          cues(survey, new_state, participant.status),
+                          events=[{"kind": e.kind, "reason": e.reason} for e in events])
+    raise TurnError(503, "the server is busy with this session; please send again")
+
+
+def count_messages(db: Session, participant_id: int | None = None) -> int:
+    query = select(func.count(Message.id)).where(Message.role == "participant")
+    if participant_id is not None:
+        query = query.where(Message.participant_id == participant_id)
+    return int(db.scalar(query) or 0)

@@ -1,0 +1,86 @@
+"""FastAPI dependencies: database session, the current participant, the current
+researcher, and CSRF checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from communitybots.store import Admin, AdminSession, Participant, utcnow
+
+from . import conversation
+from .security import ADMIN_COOKIE, CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, PARTICIPANT_COOKIE
+from .security import csrf_matches, token_hash
+from .settings import Settings
+from .study import Study
+
+
+class NotAuthenticated(Exception):
+    """A researcher page was asked for without a valid login."""
+
+
+class CSRFError(Exception):
+    """A state-changing request came without the page's CSRF token."""
+
+
+class NoSession(Exception):
+    """A participant page was asked for without a valid session cookie."""
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    db: Session = request.app.state.sessions()
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_study(request: Request) -> Study:
+    return request.app.state.study
+
+
+def csrf_token(request: Request) -> str:
+    """The browser's CSRF token (set as a cookie by the middleware of ``app.py``)."""
+    return request.state.csrf_token
+
+
+async def check_csrf_form(request: Request) -> None:
+    form = await request.form()
+    submitted = form.get(CSRF_FIELD)
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), submitted if isinstance(submitted, str) else None):
+        raise CSRFError()
+
+
+def check_csrf_header(request: Request) -> None:
+    if not csrf_matches(request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)):
+        raise CSRFError()
+
+
+def optional_participant(request: Request, db: Session = Depends(get_db)) -> Participant | None:
+    return conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE))
+
+
+def current_participant(participant: Participant | None = Depends(optional_participant)) -> Participant:
+    if participant is None:
+        raise NoSession()
+    return participant
+
+
+def current_admin(request: Request, db: Session = Depends(get_db)) -> Admin:
+    token = request.cookies.get(ADMIN_COOKIE)
+    if not token:
+        raise NotAuthenticated()
+    login = db.scalar(select(AdminSession).where(AdminSession.token_hash == token_hash(token)))
+    if login is None or login.expires_at <= utcnow():
+        raise NotAuthenticated()
+    admin = db.get(Admin, login.admin_id)
+    if admin is None:
+        raise NotAuthenticated()
+    return admin

@@ -1,0 +1,40 @@
+"""Settings of one running platform (what ``communitybots serve`` passes in)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from communitybots.store import DEFAULT_DATABASE_URL
+
+CONDITIONS: tuple[str, ...] = ("multi", "single")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings of the web platform.
+
+    Attributes:
+        database_url (str): SQLAlchemy URL; ``DATABASE_URL`` or a SQLite file
+            ``communitybots.sqlite3`` in the working directory by default.
+        max_message_chars (int): longest participant message accepted (default 2000).
+        rate_limit_messages (int): messages one participant may send per window
+            (default 20).
+        rate_limit_window_s (float): the rate-limit window in seconds (default 60).
+        secure_cookies (bool): mark cookies ``Secure`` (set behind HTTPS; default False).
+        admin_session_hours (float): lifetime of a researcher login (default 12).
+        migrate (bool): run Alembic migrations at start-up (default True).
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    max_message_chars: int = 2000
+    rate_limit_messages: int = 20
+    rate_limit_window_s: float = 60.0
+    secure_cookies: bool = False
+    admin_session_hours: float = 12.0
+    migrate: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+        return cls(**{"database_url": url, **overrides})  # type: ignore[arg-type]

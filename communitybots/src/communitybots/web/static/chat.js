@@ -1,0 +1,231 @@
+// Chat page of CommunityBots: draws the conversation, the agents panel and the cues,
+// and sends messages exactly once (a client-made id per message; the server ignores a
+// repeated id and answers with the stored turn). Everything shown is set as text,
+// never as HTML.
+"use strict";
+
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const root = document.getElementById("chat");
+  const log = document.getElementById("log");
+  const agentsList = document.getElementById("agents");
+  const badge = document.getElementById("topic-badge");
+  const progress = document.getElementById("progress");
+  const progressBar = document.getElementById("progress-bar");
+  const progressText = document.getElementById("progress-text");
+  const typing = document.getElementById("typing");
+  const typingText = document.getElementById("typing-text");
+  const errorBox = document.getElementById("error");
+  const finished = document.getElementById("finished");
+  const continueLink = document.getElementById("continue");
+  const form = document.getElementById("composer");
+  const input = document.getElementById("text");
+  const sendButton = document.getElementById("send");
+  const skipButton = document.getElementById("skip");
+  const counter = document.getElementById("counter");
+  const maxChars = parseInt(root.dataset.maxChars, 10);
+  const PENDING_KEY = "cb_pending";
+  const REPLY_PAUSE_MS = 250;
+
+  let agents = {};
+  let busy = false;
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+  function showError(text) {
+    errorBox.textContent = text;
+    errorBox.hidden = !text;
+  }
+
+  function drawAgents(list) {
+    agents = {};
+    agentsList.textContent = "";
+    for (const a of list) {
+      agents[a.id] = a;
+      const li = document.createElement("li");
+      li.className = "agent agent-" + a.id;
+      li.dataset.agent = a.id;
+      const avatar = document.createElement("span");
+      avatar.className = "avatar";
+      avatar.setAttribute("aria-hidden", "true");
+      avatar.textContent = a.avatar;
+      const name = document.createElement("span");
+      name.className = "agent-name";
+      name.textContent = a.name;
+      const status = document.createElement("span");
+      status.className = "agent-status";
+      li.append(avatar, name, status);
+      agentsList.append(li);
+    }
+  }
+
+  function drawCues(cues) {
+    for (const li of agentsList.children) {
+      const awake = li.dataset.agent === cues.agent_id && !cues.finished;
+      li.classList.toggle("awake", awake);
+      li.classList.toggle("asleep", !awake);
+      li.querySelector(".agent-status").textContent = awake ? "awake" : "asleep";
+      li.setAttribute("aria-label", agents[li.dataset.agent].name + ", " + (awake ? "active" : "asleep"));
+    }
+    badge.textContent = cues.finished ? "Done" : (cues.topic_title || "…");
+    badge.setAttribute("aria-label", "Current topic: " + badge.textContent);
+    const [done, total] = cues.progress;
+    progress.setAttribute("aria-valuemax", String(total));
+    progress.setAttribute("aria-valuenow", String(done));
+    progressBar.style.width = (total ? (100 * done) / total : 0) + "%";
+    progressText.textContent = done + " of " + total + " topics";
+    if (cues.finished) {
+      finished.hidden = false;
+      form.hidden = true;
+      continueLink.href = cues.status === "completed" ? "/done" : "/survey";
+      continueLink.focus();
+    }
+  }
+
+  function bubble(m) {
+    const div = document.createElement("div");
+    const mine = m.role === "participant";
+    div.className = "bubble " + (mine ? "mine" : "bot agent-" + m.agent_id);
+    div.dataset.seq = m.seq === undefined ? "" : String(m.seq);
+    const label = document.createElement("span");
+    label.className = "who";
+    label.textContent = mine ? "You" : (m.agent_name || "Bot");
+    const text = document.createElement("p");
+    text.className = "text";
+    text.textContent = m.text;
+    div.append(label, text);
+    log.append(div);
+    log.scrollTop = log.scrollHeight;
+    return div;
+  }
+
+  function setBusy(value, agentId) {
+    busy = value;
+    sendButton.disabled = value;
+    skipButton.disabled = value;
+    typing.hidden = !value;
+    if (value) {
+      const a = agents[agentId];
+      typingText.textContent = (a ? a.name : "The bot") + " is typing…";
+    }
+  }
+
+  let currentAgent = null;
+
+  async function post(pending) {
+    // retries network failures with the same id: the server stores the message once
+    for (let attempt = 0; ; attempt++) {
+      let response;
+      try {
+        response = await fetch("/api/messages", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+          body: JSON.stringify(pending),
+          credentials: "same-origin",
+        });
+      } catch (err) {
+        if (attempt >= 5) throw new Error("the connection failed; your message is kept, reload to retry");
+        await sleep(500 * 2 ** attempt);
+        continue;
+      }
+      if (response.status === 503 && attempt < 5) { await sleep(300 * 2 ** attempt); continue; }
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        const error = new Error(body.error || "the server answered " + response.status);
+        error.status = response.status;
+        throw error;
+      }
+      return body;
+    }
+  }
+
+  async function deliver(pending) {
+    setBusy(true, currentAgent);
+    showError("");
+    try {
+      const body = await post(pending);
+      localStorage.removeItem(PENDING_KEY);
+      for (const r of body.replies) {
+        typingText.textContent = (agents[r.agent_id] ? agents[r.agent_id].name : "The bot") + " is typing…";
+        await sleep(REPLY_PAUSE_MS);
+        bubble(r);
+        if (r.agent_id && r.agent_id !== currentAgent) { currentAgent = r.agent_id; }
+        drawCues({ ...body.cues, finished: false, agent_id: r.agent_id });
+      }
+      currentAgent = body.cues.agent_id || currentAgent;
+      drawCues(body.cues);
+    } catch (err) {
+      if (err.status) localStorage.removeItem(PENDING_KEY); // refused: will not be stored
+      showError(err.message);
+    } finally {
+      setBusy(false);
+      if (!form.hidden) input.focus();
+    }
+  }
+
+  function send(text, kind) {
+    if (busy) return;
+    const pending = { client_id: newId(), text: text, kind: kind };
+    localStorage.setItem(PENDING_KEY, JSON.stringify(pending));
+    bubble({ role: "participant", text: kind === "skip_button" ? "Skip topic" : text });
+    deliver(pending);
+  }
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = input.value;
+    if (!text.trim()) { showError("Please write something first."); return; }
+    if (text.length > maxChars) { showError("Your message is too long (" + text.length + " of " + maxChars + " characters)."); return; }
+    input.value = "";
+    updateCounter();
+    send(text, "message");
+  });
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  skipButton.addEventListener("click", () => send("", "skip_button"));
+
+  function updateCounter() {
+    const n = input.value.length;
+    counter.textContent = n > maxChars * 0.8 ? n + " / " + maxChars : "";
+  }
+  input.addEventListener("input", updateCounter);
+
+  async function load() {
+    const response = await fetch("/api/session", { credentials: "same-origin" });
+    if (response.status === 401) { window.location.href = "/"; return; }
+    const data = await response.json();
+    drawAgents(data.agents);
+    const seen = new Set();
+    for (const m of data.messages) {
+      bubble(m);
+      if (m.client_id) seen.add(m.client_id);
+    }
+    currentAgent = data.cues.agent_id;
+    drawCues(data.cues);
+    root.dataset.ready = "true";
+    const saved = localStorage.getItem(PENDING_KEY);
+    if (saved) {
+      const pending = JSON.parse(saved);
+      if (seen.has(pending.client_id) || data.cues.finished) {
+        localStorage.removeItem(PENDING_KEY);
+      } else {
+        bubble({ role: "participant", text: pending.kind === "skip_button" ? "Skip topic" : pending.text });
+        await deliver(pending);
+      }
+    }
+    if (!form.hidden) input.focus();
+  }
+
+  load().catch((err) => showError("Could not load the conversation: " + err.message));
+})();

@@ -1,0 +1,80 @@
+"""The survey a platform serves, its two conditions, and one CTM engine per condition.
+
+The specification is stored in the database (``surveys``, keyed by a hash of its
+content) when the platform starts. A participant keeps the specification they started
+with: if the YAML file changes between two runs, sessions begun under the old one go on
+with the old one, rebuilt from the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from communitybots.ctm import CTM
+from communitybots.spec import Survey, parse_survey, single_agent
+from communitybots.store import SurveyRow
+
+from .settings import CONDITIONS
+
+
+def spec_hash(survey: Survey) -> str:
+    canonical = json.dumps(survey.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def register_survey(db: Session, survey: Survey) -> int:
+    """The primary key of ``survey`` in the ``surveys`` table, inserting it if new."""
+    digest = spec_hash(survey)
+    row = db.scalar(select(SurveyRow).where(SurveyRow.spec_hash == digest))
+    if row is None:
+        row = SurveyRow(spec_id=survey.id, title=survey.title, spec_hash=digest,
+                        spec_json=survey.model_dump(mode="json"))
+        db.add(row)
+        db.commit()
+    return row.id
+
+
+def variant(survey: Survey, condition: str) -> Survey:
+    """The survey as one condition sees it: the team ("multi") or one persona ("single")."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
+    return survey if condition == "multi" else single_agent(survey)
+
+
+class Study:
+    """The served survey and the CTM engine of each (survey version, condition)."""
+
+    def __init__(self, survey: Survey, survey_pk: int):
+        self.survey = survey
+        self.survey_pk = survey_pk
+        self._surveys: dict[int, Survey] = {survey_pk: survey}
+        self._engines: dict[tuple[int, str], tuple[Survey, CTM]] = {}
+        self._lock = threading.Lock()
+        for condition in CONDITIONS:
+            self.engine(survey_pk, condition, None)
+
+    def engine(self, survey_pk: int, condition: str, db: Session | None) -> tuple[Survey, CTM]:
+        """(the condition's survey, its CTM) for a participant's survey version."""
+        key = (survey_pk, condition)
+        found = self._engines.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            if key not in self._engines:
+                base = self._surveys.get(survey_pk)
+                if base is None:
+                    if db is None:
+                        raise KeyError(f"survey {survey_pk} is not loaded")
+                    row = db.get(SurveyRow, survey_pk)
+                    if row is None:
+                        raise KeyError(f"survey {survey_pk} is not in the database")
+                    base = parse_survey(row.spec_json)
+                    self._surveys[survey_pk] = base
+                shown = variant(base, condition)
+                self._engines[key] = (shown, CTM(shown))
+            return self._engines[key]
