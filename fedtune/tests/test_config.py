@@ -75,3 +75,10 @@ def test_override_values_are_toml():
     assert parse_override("a=hello") == (["a"], "hello")
     with pytest.raises(ConfigError):
         parse_override("novalue")
+
+
+def test_unknown_model_option_is_a_config_error(make_experiment):
+    from fedtune.engine import run_experiment
+
+    with pytest.raises(ConfigError, match=r"^model.options.depth: mlp takes no such option"):
+        run_experiment(make_experiment(model={"name": "mlp", "options": {"depth": 3}}))
