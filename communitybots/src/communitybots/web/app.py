@@ -123,7 +123,7 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
 
     @app.exception_handler(NoSession)
     async def _no_session(request: Request, _exc: NoSession) -> Any:
-        if _wants_html(request) and request.method == "GET":
+        if request.method == "GET" and not request.url.path.startswith("/api/"):
             return RedirectResponse("/", status_code=303)
         return JSONResponse({"error": "no participant session: start from the consent page"},
                             status_code=401)

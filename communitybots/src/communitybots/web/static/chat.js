@@ -61,7 +61,10 @@
       name.textContent = a.name;
       const status = document.createElement("span");
       status.className = "agent-status";
-      li.append(avatar, name, status);
+      const label = document.createElement("span");
+      label.className = "agent-text";
+      label.append(name, status);
+      li.append(avatar, label);
       agentsList.append(li);
     }
   }
@@ -180,6 +183,7 @@
 
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
+    if (busy) return; // the text stays in the box until the previous message is answered
     const text = input.value;
     if (!text.trim()) { showError("Please write something first."); return; }
     if (text.length > maxChars) { showError("Your message is too long (" + text.length + " of " + maxChars + " characters)."); return; }
