@@ -67,3 +67,13 @@ def test_compare_writes_table_and_plots(tmp_path):
     assert [r["run"] for r in rows] == ["a", "b"]
     assert (out / "test_accuracy.png").exists()
     assert "| a |" in (out / "comparison.md").read_text()
+
+
+def test_datasets_list_and_show(tmp_path):
+    listed = runner.invoke(app, ["datasets", "list"])
+    assert listed.exit_code == 0 and "mnist" in listed.output
+    shown = runner.invoke(app, ["datasets", "show", "digits", "--partition", "dirichlet", "--alpha", "0.3", "--clients", "5", "--out", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert (tmp_path / "digits_dirichlet_labels.png").exists()
+    bad = runner.invoke(app, ["datasets", "show", "digits", "--alpha", "0"])
+    assert bad.exit_code == 2 and "alpha" in bad.output
