@@ -251,7 +251,13 @@ class _ProgressBar:
     """A rich progress bar over rounds showing the latest loss and accuracy."""
 
     def __init__(self, exp: Experiment, first: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
