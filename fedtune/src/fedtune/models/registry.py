@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 from torch import nn
 
-from fedtune.data.base import DatasetInfo
 from fedtune.registry import Registry
 
 Builder = Callable[..., nn.Module]
