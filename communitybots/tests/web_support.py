@@ -52,6 +52,7 @@ def make_client(database_url: str) -> Iterator[AppFactory]:
     from communitybots.web import Settings, create_app
 
     def make(**settings: Any) -> TestClient:
+        settings.setdefault("relevance", "tfidf")  # the web layer's tests, not the NLU's
         app = create_app(SURVEY, Settings(database_url=database_url, **settings))
         client = TestClient(app, base_url="http://127.0.0.1")
         clients.append(client)

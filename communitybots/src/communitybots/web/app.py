@@ -100,7 +100,7 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
-    app.state.study = Study(survey, survey_pk)
+    app.state.study = Study(survey, survey_pk, relevance=settings.relevance)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(participant.router)
     app.include_router(admin.router)

@@ -24,6 +24,8 @@ class Settings:
         secure_cookies (bool): mark cookies ``Secure`` (set behind HTTPS; default False).
         admin_session_hours (float): lifetime of a researcher login (default 12).
         migrate (bool): run Alembic migrations at start-up (default True).
+        relevance (str | None): relevance backend of the NLU ("tfidf" | "embeddings" |
+            "auto"); None keeps the survey's ``nlu.relevance`` (default None).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -33,6 +35,7 @@ class Settings:
     secure_cookies: bool = False
     admin_session_hours: float = 12.0
     migrate: bool = True
+    relevance: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -49,8 +49,9 @@ def variant(survey: Survey, condition: str) -> Survey:
 class Study:
     """The served survey and the CTM engine of each (survey version, condition)."""
 
-    def __init__(self, survey: Survey, survey_pk: int):
+    def __init__(self, survey: Survey, survey_pk: int, relevance: str | None = None):
         self.survey = survey
+        self.relevance = relevance
         self.survey_pk = survey_pk
         self._surveys: dict[int, Survey] = {survey_pk: survey}
         self._engines: dict[tuple[int, str], tuple[Survey, CTM]] = {}
@@ -76,5 +77,5 @@ class Study:
                     base = parse_survey(row.spec_json)
                     self._surveys[survey_pk] = base
                 shown = variant(base, condition)
-                self._engines[key] = (shown, CTM(shown))
+                self._engines[key] = (shown, CTM(shown, relevance=self.relevance))
             return self._engines[key]
