@@ -166,5 +166,12 @@ def chat(
     console.print(Text(f"Ended ({state.end_reason}); {done} of {total} topics covered.", style="dim"))
 
 
+# the web platform's commands (communitybots/web/commands.py): serve, admin create
+from communitybots.web.commands import admin_app, serve  # noqa: E402
+
+app.command()(serve)
+app.add_typer(admin_app, name="admin")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
