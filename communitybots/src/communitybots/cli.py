@@ -105,15 +105,15 @@ def chat(
     from communitybots.llm import LLMPhraser, phrase_replies
 
     s = _load(survey, single_agent_)
+    if script is not None and not script.is_file():
+        typer.echo(f"error: {script}: no such file", err=True)
+        raise typer.Exit(1)
     ctm = CTM(s, relevance=str(relevance))
     url = llm_url or s.nlu.llm_url
     phraser = LLMPhraser(url, llm_model if llm_url else s.nlu.llm_model) if url else None
     console = Console(highlight=False)
 
     if script is not None:
-        if not script.is_file():
-            typer.echo(f"error: {script}: no such file", err=True)
-            raise typer.Exit(1)
         messages = read_script(script)
         as_text = output is OutputFormat.text
 
