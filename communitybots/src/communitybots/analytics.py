@@ -33,12 +33,16 @@ from communitybots.store import QUALITY_PARTS, Answer, EventRow, Message, Partic
 
 CONDITIONS: tuple[str, ...] = ("multi", "single")
 
-#: events by which the engine left a topic because the participant asked to
-ASKED_SWITCHES: frozenset[str] = frozenset({"topic_skipped", "domain_jump"})
-#: events by which the engine left a topic on its own before the topic's dialog ended
-INTERRUPTIONS: frozenset[str] = frozenset({"topic_switched_low_quality", "budget_reached"})
-#: the event of a topic whose dialog ended normally
-FINISHED: str = "topic_finished"
+#: how each CTM event that leaves a topic counts: the participant asked ("skipped",
+#: "jumped_away") or the engine moved on by itself before the topic's dialog ended
+#: ("interrupted": a run of low-quality answers, the time or turn budget)
+OUTCOMES: dict[str, str] = {
+    "topic_finished": "finished",
+    "topic_skipped": "skipped",
+    "domain_jump": "jumped_away",
+    "topic_switched_low_quality": "interrupted",
+    "budget_reached": "interrupted",
+}
 #: intents whose messages count as answers for words and quality
 ANSWER_INTENTS: frozenset[str] = frozenset({"answer"})
 
@@ -124,7 +128,8 @@ def answers_of(data: StudyData) -> dict[str, list[dict[str, Any]]]:
 
 
 def topic_table(data: StudyData, topic_order: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Per condition, one row per topic: reached, finished, skipped, interrupted, dropped."""
+    """Per condition, one row per topic: participants who reached it, how often it ended
+    in each outcome of ``OUTCOMES``, and how many unfinished chats stopped there."""
     condition = {p["id"]: p["condition"] for p in data.participants}
     unfinished = {p["id"] for p in data.participants if p["chat_finished_at"] is None}
     reached: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -135,15 +140,9 @@ def topic_table(data: StudyData, topic_order: list[str]) -> dict[str, list[dict[
             reached[(condition[m["participant_id"]], m["topic_id"])].add(m["participant_id"])
             last_topic[m["participant_id"]] = m["topic_id"]
     for e in data.events:
-        if e["topic_id"] is None:
-            continue
-        c = condition[e["participant_id"]]
-        if e["kind"] == FINISHED:
-            counts[(c, e["topic_id"], "finished")] += 1
-        elif e["kind"] in ASKED_SWITCHES:
-            counts[(c, e["topic_id"], "skipped")] += 1
-        elif e["kind"] in INTERRUPTIONS:
-            counts[(c, e["topic_id"], "interrupted")] += 1
+        outcome = OUTCOMES.get(e["kind"])
+        if outcome is not None and e["topic_id"] is not None:
+            counts[(condition[e["participant_id"]], e["topic_id"], outcome)] += 1
     dropped: dict[tuple[str, str], int] = defaultdict(int)
     for pid in unfinished:
         if pid in last_topic:
@@ -155,8 +154,8 @@ def topic_table(data: StudyData, topic_order: list[str]) -> dict[str, list[dict[
             n = len(reached[(c, t)])
             rows.append({
                 "topic_id": t, "reached": n,
-                "finished": counts[(c, t, "finished")], "skipped": counts[(c, t, "skipped")],
-                "interrupted": counts[(c, t, "interrupted")], "dropped": dropped[(c, t)],
+                **{o: counts[(c, t, o)] for o in dict.fromkeys(OUTCOMES.values())},
+                "dropped": dropped[(c, t)],
                 "drop_rate": _rate(dropped[(c, t)], n),
             })
         table[c] = rows
@@ -202,6 +201,7 @@ def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
             "words_per_answer_median": _median(word_counts),
             "quality_mean": {part: _mean(v) for part, v in quality.items()},
             "skip_rate": _rate(sum(r["skipped"] for r in rows), reached),
+            "jump_rate": _rate(sum(r["jumped_away"] for r in rows), reached),
             "interruption_rate": _rate(sum(r["interrupted"] for r in rows), reached),
             "chat_minutes_median": _median(durations),
             "likert_mean": {item: _mean(v) for item, v in sorted(likert[c].items())},
