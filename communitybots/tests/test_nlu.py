@@ -94,6 +94,11 @@ def test_rules_and_classifier_examples(nlu, text, intent, domain, topic):
         assert (r.domain, r.topic_id) == (domain, topic)
 
 
+def test_no_abuse_warning_without_an_insult(nlu):
+    for text in ("you seem really kind", "you're a good listener, bot"):
+        assert nlu.intents.classify(text).intent != Intent.ABUSIVE
+
+
 def test_low_confidence_counts_as_answer(survey, nlu):
     strict = IntentClassifier(survey, nlu.vocab, threshold=0.999)
     r = strict.classify("what do you mean?")

