@@ -161,3 +161,78 @@ def test_params_are_validated_with_one_line_errors():
     with pytest.raises(ValueError, match="communication"):
         SpryParams(communication="sometimes")
     assert SpryParams().optimizer == "adamw" and SpryParams().lr == 1e-4 and SpryParams().num_tangents == 1
+
+
+# -- Hugging Face models with LoRA ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from fedtune.data.base import DatasetInfo
+    from fedtune.models.hf import build_hf_model
+    from hf_tiny import save_tiny
+
+    path = save_tiny("bert", tmp_path_factory.mktemp("hf"))
+    torch.manual_seed(0)
+    return build_hf_model(str(path), DatasetInfo("t", "classification", 3), peft="lora", r=2, lora_b_init_std=0.01)
+
+
+def hf_data(task: str, seed: int = 0) -> ClientData:
+    from hf_tiny import text_batch
+
+    ex = Examples(text_batch(task, batch=12, seq=8, seed=seed))
+    return ClientData(train=ex, val=ex.subset([0]), test=ex.subset([1]))
+
+
+def test_lora_groups_split_over_clients(tiny_bert):
+    algo = Spry(SpryParams(batch_size=4), new_optimizer("fedyogi"))
+    algo.setup(tiny_bert, None)
+    state = get_trainable(tiny_bert)
+    assert len(algo.groups) == 4  # 2 layers x (query, value)
+    assert all(len(g) == 2 and {n.split(".lora_")[1][0] for n in g} == {"A", "B"} for g in algo.groups)
+    assert algo.head and all("classifier" in n for n in algo.head)
+    tasks = algo.configure_round(1, [5, 6, 7], state, seed=0)
+    assert set().union(*(t.tensor_names for t in tasks.values())) == set(state)
+    assert [len(t.tensor_names) for t in tasks.values()] == [4 + 2, 2 + 2, 2 + 2]
+
+
+def test_hf_per_iteration_replay_matches_and_server_step_applies(tiny_bert):
+    state = get_trainable(tiny_bert)
+    modes = {}
+    for mode in ("per_epoch", "per_iteration"):
+        algo = Spry(SpryParams(batch_size=4, lr=1e-2, num_tangents=2, communication=mode), new_optimizer("fedyogi"))
+        algo.setup(tiny_bert, None)
+        tasks = algo.configure_round(1, [0, 1], state, seed=5)
+        results = [algo.client_update(tiny_bert, state, hf_data("classification", j), tasks[j]) for j in (0, 1)]
+        modes[mode] = algo.aggregate(1, state, results)
+    changed = [n for n in state if not torch.equal(modes["per_epoch"][n], state[n])]
+    assert set(changed) == set(state)
+    for n in state:
+        torch.testing.assert_close(modes["per_iteration"][n], modes["per_epoch"][n], rtol=0, atol=1e-7)
+
+
+def test_causal_lm_with_chunked_loss(tmp_path):
+    from fedtune.data.base import DatasetInfo
+    from fedtune.models.hf import build_hf_model
+    from hf_tiny import VOCAB, save_tiny
+
+    model = build_hf_model(str(save_tiny("llama", tmp_path)), DatasetInfo("t", "causal_lm", VOCAB), peft="lora", r=2)
+    algo = Spry(SpryParams(batch_size=4, loss_chunk_size=3), new_optimizer("fedyogi"))
+    algo.setup(model, None)
+    assert algo.head == [] and len(algo.groups) == 4
+    state = get_trainable(model)
+    tasks = algo.configure_round(1, [0, 1, 2, 3, 4], state, seed=0)
+    res = algo.client_update(model, state, hf_data("causal_lm"), tasks[2])
+    assert set(res.tensors) == set(tasks[2].tensor_names) and res.metrics["steps"] == 3
+
+
+@pytest.mark.parametrize("mode", ["per_epoch", "per_iteration"])
+def test_spry_runs_in_the_engine(make_experiment, mode):
+    from fedtune.engine import run_experiment
+
+    exp = make_experiment(**{"rounds": 2, "algorithm": {"name": "spry", "communication": mode, "lr": 1e-2, "batch_size": 16}, "server.name": "fedyogi"})
+    metrics = run_experiment(exp).metrics
+    assert len(metrics) == 2 and "test_accuracy" in metrics[-1]
+    assert all(0 < m["bytes_up"] <= m["bytes_down"] for m in metrics)
+    if mode == "per_iteration":  # one float32 per local step instead of the tensors
+        assert all(m["bytes_up"] == 4 * sum(m["client_steps"].values()) for m in metrics)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from fedtune.algorithms.base import (
@@ -62,6 +62,12 @@ class ForwardGradParams(LocalParams):
     loss_chunk_size: int | None = Field(
         None, ge=1, description="causal LMs: loss over this many positions at a time (logit tangents never all exist)"
     )
+
+    @model_validator(mode="after")
+    def _no_early_stopping(self) -> ForwardGradParams:
+        if self.early_stop_gamma is not None:
+            raise ValueError("early_stop_gamma: forward-gradient clients do not stop early; remove it")
+        return self
 
 
 class SpryParams(ForwardGradParams):
