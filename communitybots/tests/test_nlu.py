@@ -131,6 +131,18 @@ def test_quality_parts_are_bounded_and_ordered(survey, nlu):
     assert nlu.scorer.score("", q, topic).overall == 0.0
 
 
+def test_binary_and_markup_are_gibberish_not_answers(survey, nlu):
+    import numpy as np
+
+    _, topic = survey.topic("dwelling")
+    noise = np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    for text in (noise.decode("latin-1"), noise.decode("utf-8", errors="replace"), "<div>" * 500):
+        a = nlu.analyze(text, topic.questions[0], topic)
+        assert a.intent.intent == Intent.GIBBERISH and a.quality.overall < 0.2
+    ok = nlu.analyze("We loved the garden \U0001F33B in May 2020", topic.questions[0], topic)
+    assert ok.intent.intent == Intent.ANSWER and ok.quality.gibberish == 0.0
+
+
 def test_word_rarity_follows_rank(nlu):
     v = nlu.vocab
     assert v.rarity("the") == 0.0

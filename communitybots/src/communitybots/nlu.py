@@ -168,8 +168,10 @@ class Vocabulary:
         w = word.replace("'", "")
         if re.search(r"(.)\1{3,}", w) or re.fullmatch(r"(.{1,3})\1{2,}", w):
             return True
-        if w in self.known or len(w) <= 2:
+        if w in self.known:
             return False
+        if len(w) <= 2:
+            return len(w) == 2  # an unknown two-letter token ("xq") is noise; letters pass
         if _LAUGH.fullmatch(w):
             return False
         if len(w) >= 6 and re.fullmatch(r"(.{2,4})\1+", w):
@@ -353,9 +355,9 @@ class QualityScorer:
       keywords.
     - specificity: ``1 - exp(-D / 2)``, D = numbers + names (capitalised words inside a
       sentence) + 0.7 x time expressions + 0.3 x rare content words.
-    - gibberish: the share of word characters in key-mash tokens, or the share of
-      characters inside markup tags (``<script>``), whichever is larger; 1 for text
-      without any letter or digit.
+    - gibberish: the largest of the share of word characters in key-mash tokens, the
+      share of characters inside markup tags (``<script>``) and twice the share of control
+      or undecodable characters (binary data); 1 for text without any letter or digit.
     """
 
     def __init__(self, vocab: Vocabulary, relevance: TfidfRelevance | EmbeddingRelevance,
@@ -378,9 +380,11 @@ class QualityScorer:
             return 0.0 if has_digit else 1.0
         total = sum(len(w) for w in tokens)
         bad = sum(len(w) for w in tokens if self.vocab.is_gibberish_word(w))
-        visible = sum(1 for c in text if not c.isspace())
+        visible = max(1, sum(1 for c in text if not c.isspace()))
         markup = sum(len(m) for m in _MARKUP.findall(text))
-        return max(bad / total, markup / max(visible, 1))
+        noise = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c)[0] == "C"
+                                                       and not c.isspace()))
+        return min(1.0, max(bad / total, markup / visible, 2.0 * noise / visible))
 
     def score(self, text: str, question: str, topic: Topic | None) -> Quality:
         toks = words(text)
@@ -699,6 +703,7 @@ class NLU:
         self.scorer = QualityScorer(self.vocab, self.relevance)
         self.intents = IntentClassifier(survey, self.vocab, self.config.intent_threshold)
         self.faq = FAQMatcher(survey.faq or default_faq())
+        self.gibberish_intent = 0.8  # an "answer" this unreadable counts as gibberish
 
     @property
     def relevance_backend(self) -> str:
@@ -710,4 +715,7 @@ class NLU:
         head = text[:limit]
         intent = self.intents.classify(head)
         quality = self.scorer.score(head, question, topic)
+        if intent.intent is Intent.ANSWER and quality.gibberish >= self.gibberish_intent:
+            intent = IntentResult(Intent.GIBBERISH, quality.gibberish, "gibberish_score",
+                                  predicted=intent.predicted)
         return Analysis(intent, quality, len(head), len(text) > limit)
