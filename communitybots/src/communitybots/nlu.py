@@ -355,7 +355,8 @@ class QualityScorer:
       keywords.
     - specificity: ``1 - exp(-D / 2)``, D = numbers + names (capitalised words inside a
       sentence) + 0.7 x time expressions + 0.3 x rare content words.
-    - gibberish: the largest of the share of word characters in key-mash tokens, the
+    - gibberish: the largest of the share of word characters in key-mash tokens (and
+      stray unknown letters), the
       share of characters inside markup tags (``<script>``) and twice the share of control
       or undecodable characters (binary data); 1 for text without any letter or digit.
     """
@@ -379,7 +380,8 @@ class QualityScorer:
         if not tokens:
             return 0.0 if has_digit else 1.0
         total = sum(len(w) for w in tokens)
-        bad = sum(len(w) for w in tokens if self.vocab.is_gibberish_word(w))
+        bad = sum(len(w) for w in tokens if self.vocab.is_gibberish_word(w)
+                  or (len(w) == 1 and w not in self.vocab.known))
         visible = max(1, sum(1 for c in text if not c.isspace()))
         markup = sum(len(m) for m in _MARKUP.findall(text))
         noise = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c)[0] == "C"
