@@ -24,7 +24,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -665,7 +665,6 @@ class Analysis:
     quality: Quality
     analyzed_chars: int
     truncated: bool
-    extra: dict = field(default_factory=dict)
 
     def to_event_data(self, text: str) -> dict:
         return {
