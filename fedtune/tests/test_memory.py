@@ -26,8 +26,11 @@ def test_tracker_counts_storages_once_and_frees():
         assert tracker.live == 1_000_000 and tracker.peak == 2_000_000
         with tracker.phase("grow"):
             c = torch.ones(500, 500)
+            a.add_(1)  # in place: no new bytes
+            z = torch._efficientzerotensor((1000, 1000))  # holds no memory
         assert tracker.phases["grow"]["peak_above_start"] == 1_000_000
-    del view, c
+        assert tracker.live == 2_000_000
+    del view, c, z
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,8 @@ class TensorMemoryTracker(TorchDispatchMode):
         else:
             fresh = [out]
         for t in tree_flatten(fresh)[0]:
-            if isinstance(t, Tensor) and t.device.type != "meta":
+            # ZeroTensors (forward AD's lazy zero tangents) report a size but hold no memory.
+            if isinstance(t, Tensor) and t.device.type != "meta" and not t._is_zerotensor():
                 self._track(t)
         return out
 

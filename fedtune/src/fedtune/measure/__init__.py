@@ -1,0 +1,1 @@
+"""Measurement: memory of client steps (``memory``) and the ``fedtune bench`` commands (``cli``)."""
