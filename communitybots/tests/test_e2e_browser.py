@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium is not installed (apt-get install chromium; ci/services.sh does)")
 
 
-def _start(db_url: str, port: int) -> LiveServer:
+def _start(db_url: str, port: int) -> LiveServer:  # a server process, as `serve` runs it
     from communitybots.web import Settings, create_app
 
     return LiveServer(create_app(SURVEY, Settings(database_url=db_url, relevance="tfidf")), port)
@@ -54,6 +54,8 @@ def test_chat_in_a_real_browser(tmp_path: Path) -> None:
             page.locator("#text").fill(text)
             page.keyboard.press("Enter")  # Enter sends
             sent.append(text)
+            expect(page.locator("#typing")).to_be_visible()  # "<agent> is typing…"
+            expect(page.locator("#send")).to_be_disabled()
             expect(page.locator(".bubble.bot")).not_to_have_count(n)
             expect(page.locator("#typing")).to_be_hidden()
 
@@ -104,7 +106,7 @@ def test_chat_in_a_real_browser(tmp_path: Path) -> None:
             expect(page.locator("#topic-badge")).to_have_text("Family life")
 
         # the server restarts (state in the database, session in the cookie)
-        with _start(db_url, port):
+        with _start(db_url, port) as server:
             page.reload()
             expect(page.locator("#chat[data-ready='true']")).to_have_count(1)
             expect(page.locator(".bubble")).to_have_count(before)
@@ -122,6 +124,28 @@ def test_chat_in_a_real_browser(tmp_path: Path) -> None:
             say(RICH["commute"])
             page.screenshot(path=str(ARTIFACTS / "chat.png"))
             on_screen = page.locator(".bubble").count()
+
+            # the researcher sees this participant on the dashboard and in the transcript
+            from communitybots.web.accounts import create_admin
+
+            with server.app.state.sessions() as db:
+                create_admin(db, "ada", "correct horse battery")
+            admin = browser.new_page(viewport={"width": 1280, "height": 1000})
+            admin.goto(f"{server.url}/admin")
+            admin.wait_for_url("**/admin/login**")
+            admin.get_by_label("Username").fill("ada")
+            admin.get_by_label("Password").fill("correct horse battery")
+            admin.get_by_role("button", name="Log in").click()
+            admin.wait_for_url(f"{server.url}/admin")
+            expect(admin.locator("#summary")).to_contain_text("Participants")
+            for img in admin.locator(".plots img").all():  # server-side plots, loaded
+                expect(img).to_have_js_property("complete", True)
+                assert img.evaluate("i => i.naturalWidth") > 0
+            admin.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            admin.goto(f"{server.url}/admin/participants")
+            admin.locator("table.data a").first.click()
+            expect(admin.locator("#transcript .event").first).to_contain_text("survey_start")
+            expect(admin.locator("#transcript")).to_contain_text("handover")
         browser.close()
 
     # every message the browser sent is in the database exactly once

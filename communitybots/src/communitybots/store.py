@@ -195,13 +195,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 20) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode, foreign keys and a busy timeout."""
+def make_engine(url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 10,
+                max_overflow: int = 30) -> Engine:
+    """An engine for ``url``; SQLite gets WAL mode, foreign keys and a busy timeout.
+
+    The pool holds up to ``pool_size + max_overflow`` (40) connections: as many as the
+    server's thread pool has threads, so no request thread waits for a connection.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
+                               pool_size=pool_size, max_overflow=max_overflow)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+                         pool_pre_ping=True)
 
 
 def _alembic(engine: Engine, action: str, revision: str) -> None:

@@ -7,9 +7,11 @@ other subcommands start fast.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,26 +34,46 @@ def serve(
     max_message_chars: Annotated[int, typer.Option(help="longest message accepted")] = 2000,
     rate_limit: Annotated[int, typer.Option(help="messages per participant per minute")] = 20,
     secure_cookies: Annotated[bool, typer.Option(help="mark cookies Secure (behind HTTPS)")] = False,
+    workers: Annotated[int, typer.Option(
+        help="server processes; they share nothing but the database")] = 1,
 ) -> None:
     """Run the platform: participants at /, researchers at /admin (offline, no CDN)."""
     import uvicorn
 
-    from communitybots.spec import SpecError
+    from communitybots.spec import SpecError, load_survey
+    from communitybots.store import make_engine, migrate
 
-    from .app import create_app
-    from .settings import Settings
-
-    settings = Settings(database_url=database_url, relevance=relevance,
-                        max_message_chars=max_message_chars, rate_limit_messages=rate_limit,
-                        rate_limit_window_s=60.0, secure_cookies=secure_cookies)
     try:
-        app = create_app(survey, settings)
+        load_survey(survey)
     except SpecError as err:
         typer.echo(f"error: {survey}: {err}", err=True)
         raise typer.Exit(1) from None
+    engine = make_engine(database_url)
+    migrate(engine)  # once, before any worker starts
+    engine.dispose()
+    os.environ[_SERVE_ENV] = json.dumps({
+        "survey": str(survey.resolve()), "database_url": database_url, "relevance": relevance,
+        "max_message_chars": max_message_chars, "rate_limit_messages": rate_limit,
+        "secure_cookies": secure_cookies})
     typer.echo(f"CommunityBots: participants http://{host}:{port}/ · researchers "
                f"http://{host}:{port}/admin · database {_redact(database_url)}")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    # keep idle connections longer than a participant takes to type (uvicorn's 5 s default
+    # closes them while the browser may be reusing them)
+    uvicorn.run("communitybots.web.commands:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="info", access_log=False, timeout_keep_alive=75)
+
+
+_SERVE_ENV = "COMMUNITYBOTS_SERVE"
+
+
+def app_from_env() -> Any:
+    """The app of ``serve`` (built in each worker process from the parent's options)."""
+    from .app import create_app
+    from .settings import Settings
+
+    options = json.loads(os.environ[_SERVE_ENV])
+    survey = options.pop("survey")
+    return create_app(survey, Settings(migrate=False, **options))
 
 
 def _redact(url: str) -> str:

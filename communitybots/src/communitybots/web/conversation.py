@@ -213,8 +213,9 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
               client_id: str, text: str, kind: str = "message") -> TurnResult:
     """Apply one participant message exactly once and store everything it caused."""
     validate_message(text, client_id, settings)
-    for _attempt in range(MAX_ATTEMPTS):
-        participant = db.get(Participant, participant_id, populate_existing=True)
+    for attempt in range(MAX_ATTEMPTS):
+        # the first attempt may use the row the request already loaded; a retry reloads it
+        participant = db.get(Participant, participant_id, populate_existing=attempt > 0)
         if participant is None:
             raise TurnError(404, "no such session")
         survey, ctm = study.engine(participant.survey_pk, participant.condition, db)

@@ -3,7 +3,7 @@ researcher, and CSRF checks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -30,7 +30,10 @@ class NoSession(Exception):
     """A participant page was asked for without a valid session cookie."""
 
 
-def get_db(request: Request) -> Iterator[Session]:
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A session for one request. Its teardown runs on the event loop, not in the thread
+    pool: under load, a sync teardown would wait for a pool thread while every pool
+    thread waits for a database connection that only teardowns give back."""
     db: Session = request.app.state.sessions()
     try:
         yield db

@@ -13,6 +13,7 @@ import json
 import threading
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from communitybots.ctm import CTM
@@ -35,7 +36,12 @@ def register_survey(db: Session, survey: Survey) -> int:
         row = SurveyRow(spec_id=survey.id, title=survey.title, spec_hash=digest,
                         spec_json=survey.model_dump(mode="json"))
         db.add(row)
-        db.commit()
+        try:
+            db.commit()
+        except IntegrityError:  # another worker process registered it first
+            db.rollback()
+            row = db.scalar(select(SurveyRow).where(SurveyRow.spec_hash == digest))
+            assert row is not None
     return row.id
 
 

@@ -1,0 +1,235 @@
+"""Load benchmark of the web platform on loopback, without an LLM.
+
+Starts ``communitybots serve`` (uvicorn, one process) on a fresh database, then N
+simulated participants at once, each with its own cookies: landing page, consent, and
+M chat messages sent one after another with a think time between them, as people type.
+A share of the messages is sent twice with the same idempotency key, as a browser does
+when a response is lost. At the end it counts the participants' messages in the
+database: exactly N x M must be there, none lost, none stored twice.
+
+Reported: reply latency of POST /api/messages (p50, p95, p99, max, measured by the
+client, so it includes HTTP on loopback, the CTM step and the database transaction),
+throughput, errors, and the database counts. Writes ``benchmarks/results/load*.json``.
+
+    python benchmarks/load.py                       # 200 participants x 30 messages, SQLite
+    python benchmarks/load.py --database-url postgresql+psycopg://...
+    python benchmarks/load.py --think 0 0           # no think time: saturation
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE.parent
+SURVEY = PACKAGE / "src" / "communitybots" / "surveys" / "covid_daily_life.yaml"
+
+ANSWERS = [
+    "We mostly stayed at home and cooked together in the evenings.",
+    "It was hard at first, but after a few weeks we found a routine that worked.",
+    "I walked the dog twice a day and called my sister every Sunday.",
+    "Our flat felt small, so we moved the desk into the bedroom.",
+    "The kids did school on a laptop in the kitchen while I worked on the sofa.",
+    "I started cycling to the shop instead of taking the bus.",
+    "We ordered groceries online, usually on Tuesdays, and the delivery was often late.",
+    "Video calls with friends helped, but I missed seeing people in person.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def participant(base: str, index: int, messages: int, think: tuple[float, float],
+                      duplicate_share: float, latencies: list[float], errors: list[str],
+                      errors_retried: list[str], seed: int) -> int:
+    rng = random.Random(seed * 100_003 + index)
+    accepted = 0
+    async with httpx.AsyncClient(base_url=base, timeout=60.0) as client:
+        await asyncio.sleep(rng.uniform(0, think[1]))  # arrivals spread over one think time
+        page = await client.get("/")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+        consent = await client.post("/consent", data={"csrf_token": token, "consent": "yes"})
+        if consent.status_code != 303:
+            errors.append(f"consent {consent.status_code}")
+            return 0
+        for _ in range(messages):
+            await asyncio.sleep(rng.uniform(*think))
+            body = {"client_id": uuid.uuid4().hex, "text": rng.choice(ANSWERS), "kind": "message"}
+            sends = 2 if rng.random() < duplicate_share else 1
+            for _attempt in range(sends):
+                t0 = time.perf_counter()
+                for _retry in range(5):  # a dropped connection: send again, same key
+                    try:
+                        response = await client.post("/api/messages", json=body,
+                                                     headers={"X-CSRF-Token": token})
+                        break
+                    except httpx.TransportError as err:
+                        errors_retried.append(type(err).__name__)
+                latencies.append(time.perf_counter() - t0)
+                if response.status_code != 200:
+                    errors.append(f"message {response.status_code}: {response.text[:120]}")
+                    break
+            else:
+                accepted += 1
+    return accepted
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def count_in_database(url: str) -> dict[str, int]:
+    sys.path.insert(0, str(PACKAGE / "src"))
+    from sqlalchemy import func, select
+
+    from communitybots.store import Message, Participant, make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        own = Message.role == "participant"
+        counts = {
+            "participants": conn.scalar(select(func.count(Participant.id))),
+            "participant_messages": conn.scalar(select(func.count(Message.id)).where(own)),
+            "distinct_client_ids": conn.scalar(select(func.count()).select_from(
+                select(Message.participant_id, Message.client_id).where(own).distinct().subquery())),
+            "bot_messages": conn.scalar(select(func.count(Message.id)).where(Message.role == "bot")),
+        }
+    engine.dispose()
+    return counts
+
+
+async def run_clients(base: str, args: argparse.Namespace
+                      ) -> tuple[list[float], list[str], list[str], list[int], float]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    retried: list[str] = []
+    t0 = time.perf_counter()
+    accepted = await asyncio.gather(*[
+        participant(base, i, args.messages, tuple(args.think), args.duplicates, latencies, errors,
+                    retried, args.seed) for i in range(args.participants)])
+    return latencies, errors, retried, list(accepted), time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=30)
+    parser.add_argument("--think", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"),
+                        help="seconds between a reply and the next message (uniform)")
+    parser.add_argument("--duplicates", type=float, default=0.05,
+                        help="share of messages sent twice with the same idempotency key")
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--relevance", default="tfidf")
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results file (default results/load.json)")
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="cb-load-")
+    url = args.database_url or f"sqlite:///{tmp}/load.sqlite3"
+    if url.startswith("postgresql"):
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        with engine.begin() as conn:  # a fresh schema, as for a new study
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE / "src")}
+    log_path = Path(tmp) / "server.log"
+    log = log_path.open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "communitybots.cli", "serve", str(SURVEY), "--port", str(port),
+         "--database-url", url, "--relevance", args.relevance,
+         "--rate-limit", str(10 * args.messages), "--workers", str(args.workers)],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(base + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+        cpu_before = cpu_seconds(server.pid)
+        latencies, errors, retried, accepted, wall = asyncio.run(run_clients(base, args))
+        server_cpu = cpu_seconds(server.pid) - cpu_before
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        print(f"server log: {log_path}", file=sys.stderr)
+    counts = count_in_database(url)
+    expected = args.participants * args.messages
+    ms = [1000 * x for x in latencies]
+    result = {
+        "participants": args.participants, "messages_each": args.messages,
+        "think_s": list(args.think), "duplicate_share": args.duplicates,
+        "database": url.split(":")[0], "relevance": args.relevance, "workers": args.workers,
+        "requests": len(ms), "accepted_messages": sum(accepted), "expected_messages": expected,
+        "stored_participant_messages": counts["participant_messages"],
+        "distinct_client_ids": counts["distinct_client_ids"],
+        "stored_bot_messages": counts["bot_messages"], "participants_stored": counts["participants"],
+        "lost": expected - counts["participant_messages"],
+        "duplicated": counts["participant_messages"] - counts["distinct_client_ids"],
+        "errors": len(errors), "error_examples": sorted(set(errors))[:5],
+        "transport_retries": len(retried),
+        "latency_ms": {"p50": round(percentile(ms, 50), 1), "p95": round(percentile(ms, 95), 1),
+                       "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1),
+                       "mean": round(statistics.fmean(ms), 1)} if ms else {},
+        "wall_s": round(wall, 1), "throughput_msg_per_s": round(len(ms) / wall, 1),
+        # server CPU per request (consents included): what one core must do per message
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(ms) + args.participants), 2),
+        "cpu_count": os.cpu_count(), "load_avg_1min_after": round(os.getloadavg()[0], 2),
+    }
+    out = Path(args.out) if args.out else HERE / "results" / "load.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    ok = result["lost"] == 0 and result["duplicated"] == 0 and result["errors"] == 0
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
