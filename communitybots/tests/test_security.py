@@ -8,13 +8,11 @@ import re
 
 import pytest
 from sqlalchemy import select
-from web_support import (  # noqa: F401  (fixtures)
+from web_support import (
     consent,
     csrf,
-    database_url,
     log_in,
     make_admin,
-    make_client,
     send,
 )
 

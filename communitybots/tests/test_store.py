@@ -9,7 +9,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
-from web_support import database_url  # noqa: F401  (fixture)
 
 from communitybots.store import (
     Answer,
@@ -28,7 +27,7 @@ TABLES = {"surveys", "participants", "messages", "events", "answers", "admins",
 
 
 @pytest.fixture
-def engine(database_url: str):  # noqa: F811
+def engine(database_url: str):
     engine = make_engine(database_url)
     migrate(engine)
     yield engine

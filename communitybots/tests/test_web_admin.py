@@ -12,14 +12,12 @@ import re
 
 from sqlalchemy import func, select
 from typer.testing import CliRunner
-from web_support import (  # noqa: F401  (fixtures)
+from web_support import (
     RICH,
     consent,
     csrf,
-    database_url,
     log_in,
     make_admin,
-    make_client,
     send,
 )
 
@@ -44,7 +42,7 @@ def _study(make_client):
     return clients
 
 
-def test_admin_create_by_the_cli_then_login_and_logout(make_client, database_url) -> None:  # noqa: F811
+def test_admin_create_by_the_cli_then_login_and_logout(make_client, database_url) -> None:
     client = make_client()
     runner = CliRunner()
     made = runner.invoke(cli, ["admin", "create", "grace", "--password-stdin",

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
 
 import pytest
 from sqlalchemy import func, select
-from web_support import (  # noqa: F401  (fixtures)
+from web_support import (
     RICH,
     consent,
     csrf,
-    database_url,
-    make_client,
     send,
 )
 

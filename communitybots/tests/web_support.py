@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-
 SURVEY = Path(__file__).parent / "data" / "web_survey.yaml"
 PG_URL = os.environ.get("COMMUNITYBOTS_TEST_POSTGRES_URL")
 PG_SKIP = "COMMUNITYBOTS_TEST_POSTGRES_URL is not set (communitybots/ci/services.sh sets it in CI)"

@@ -173,7 +173,6 @@ def transcript(db: Session, study: Study, participant: Participant) -> dict[str,
                     "avatar": a.avatar} for a in survey.agents],
         "messages": [reply_json(survey, m) | {"client_id": m.client_id} for m in messages],
         "cues": cues(survey, state, participant.status),
-        "limits": {},
     }
 
 

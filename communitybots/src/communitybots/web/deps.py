@@ -4,6 +4,7 @@ researcher, and CSRF checks."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -12,8 +13,15 @@ from sqlalchemy.orm import Session
 from communitybots.store import Admin, AdminSession, Participant, utcnow
 
 from . import conversation
-from .security import ADMIN_COOKIE, CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, PARTICIPANT_COOKIE
-from .security import csrf_matches, token_hash
+from .security import (
+    ADMIN_COOKIE,
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    PARTICIPANT_COOKIE,
+    csrf_matches,
+    token_hash,
+)
 from .settings import Settings
 from .study import Study
 
@@ -66,17 +74,19 @@ def check_csrf_header(request: Request) -> None:
         raise CSRFError()
 
 
-def optional_participant(request: Request, db: Session = Depends(get_db)) -> Participant | None:
+def optional_participant(request: Request,
+                         db: Annotated[Session, Depends(get_db)]) -> Participant | None:
     return conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE))
 
 
-def current_participant(participant: Participant | None = Depends(optional_participant)) -> Participant:
+def current_participant(
+        participant: Annotated[Participant | None, Depends(optional_participant)]) -> Participant:
     if participant is None:
         raise NoSession()
     return participant
 
 
-def current_admin(request: Request, db: Session = Depends(get_db)) -> Admin:
+def current_admin(request: Request, db: Annotated[Session, Depends(get_db)]) -> Admin:
     token = request.cookies.get(ADMIN_COOKIE)
     if not token:
         raise NotAuthenticated()
@@ -87,3 +97,12 @@ def current_admin(request: Request, db: Session = Depends(get_db)) -> Admin:
     if admin is None:
         raise NotAuthenticated()
     return admin
+
+
+# the dependencies as annotated types, for the routers' signatures
+DB = Annotated[Session, Depends(get_db)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+CurrentStudy = Annotated[Study, Depends(get_study)]
+OptionalParticipant = Annotated[Participant | None, Depends(optional_participant)]
+CurrentParticipant = Annotated[Participant, Depends(current_participant)]
+CurrentAdmin = Annotated[Admin, Depends(current_admin)]

@@ -10,12 +10,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from communitybots import analytics
-from communitybots.store import Admin, Answer, EventRow, Message, Participant
+from communitybots.store import Answer, EventRow, Message, Participant
 
 from .. import accounts, plots
-from ..deps import check_csrf_form, current_admin, get_db, get_settings, get_study
+from ..deps import DB, AppSettings, CurrentAdmin, CurrentStudy, check_csrf_form
 from ..security import ADMIN_COOKIE
-from ..settings import Settings
 from ..study import Study
 from ..templating import templates
 
@@ -36,8 +35,8 @@ def login_page(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login", dependencies=[Depends(check_csrf_form)])
-async def login(request: Request, db: Session = Depends(get_db),
-                settings: Settings = Depends(get_settings)) -> Response:
+async def login(request: Request, db: DB,
+                settings: AppSettings) -> Response:
     form = await request.form()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "")))
@@ -53,7 +52,7 @@ async def login(request: Request, db: Session = Depends(get_db),
 
 
 @router.post("/logout", dependencies=[Depends(check_csrf_form)])
-def logout(request: Request, db: Session = Depends(get_db)) -> Response:
+def logout(request: Request, db: DB) -> Response:
     accounts.log_out(db, request.cookies.get(ADMIN_COOKIE))
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(ADMIN_COOKIE, path="/admin")
@@ -65,8 +64,8 @@ def _topic_titles(study: Study) -> dict[str, str]:
 
 
 @router.get("", response_class=HTMLResponse)
-def dashboard(request: Request, admin: Admin = Depends(current_admin),
-              db: Session = Depends(get_db), study: Study = Depends(get_study)) -> Response:
+def dashboard(request: Request, admin: CurrentAdmin,
+              db: DB, study: CurrentStudy) -> Response:
     order = [t.id for _a, t in study.survey.topics()]
     summary = analytics.summary(analytics.load(db), order)
     return templates.TemplateResponse(request, "admin_dashboard.html", {
@@ -78,15 +77,15 @@ def dashboard(request: Request, admin: Admin = Depends(current_admin),
 
 
 @router.get("/summary.json")
-def summary_json(_admin: Admin = Depends(current_admin), db: Session = Depends(get_db),
-                 study: Study = Depends(get_study)) -> dict[str, Any]:
+def summary_json(_admin: CurrentAdmin, db: DB,
+                 study: CurrentStudy) -> dict[str, Any]:
     order = [t.id for _a, t in study.survey.topics()]
     return analytics.public(analytics.summary(analytics.load(db), order))
 
 
 @router.get("/plots/{name}.png")
-def plot(name: str, _admin: Admin = Depends(current_admin), db: Session = Depends(get_db),
-         study: Study = Depends(get_study)) -> Response:
+def plot(name: str, _admin: CurrentAdmin, db: DB,
+         study: CurrentStudy) -> Response:
     if name not in plots.PLOTS:
         raise HTTPException(404, f"no plot named {name!r}")
     order = [t.id for _a, t in study.survey.topics()]
@@ -96,8 +95,8 @@ def plot(name: str, _admin: Admin = Depends(current_admin), db: Session = Depend
 
 
 @router.get("/participants", response_class=HTMLResponse)
-def participants(request: Request, admin: Admin = Depends(current_admin),
-                 db: Session = Depends(get_db), deleted: str | None = None) -> Response:
+def participants(request: Request, admin: CurrentAdmin,
+                 db: DB, deleted: str | None = None) -> Response:
     counts = dict(db.execute(select(Message.participant_id, func.count(Message.id))
                              .where(Message.role == "participant")
                              .group_by(Message.participant_id)).all())
@@ -114,8 +113,8 @@ def _participant(db: Session, public_id: str) -> Participant:
 
 
 @router.get("/participants/{public_id}", response_class=HTMLResponse)
-def transcript(request: Request, public_id: str, admin: Admin = Depends(current_admin),
-               db: Session = Depends(get_db), study: Study = Depends(get_study)) -> Response:
+def transcript(request: Request, public_id: str, admin: CurrentAdmin,
+               db: DB, study: CurrentStudy) -> Response:
     p = _participant(db, public_id)
     survey, _ = study.engine(p.survey_pk, p.condition, db)
     messages = db.scalars(select(Message).where(Message.participant_id == p.id)).all()
@@ -139,7 +138,7 @@ def delete_participant(db: Session, participant: Participant) -> None:
 
 
 @router.post("/participants/{public_id}/delete", dependencies=[Depends(check_csrf_form)])
-def delete_one(public_id: str, _admin: Admin = Depends(current_admin),
-               db: Session = Depends(get_db)) -> Response:
+def delete_one(public_id: str, _admin: CurrentAdmin,
+               db: DB) -> Response:
     delete_participant(db, _participant(db, public_id))
     return RedirectResponse(f"/admin/participants?deleted={public_id}", status_code=303)

@@ -14,13 +14,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, select
 
-from communitybots.store import QUALITY_PARTS, Admin, Answer, EventRow, Message, Participant
+from communitybots.store import QUALITY_PARTS, Answer, EventRow, Message, Participant
 
-from ..deps import current_admin
+from ..deps import CurrentAdmin
 
 router = APIRouter(prefix="/admin/export", tags=["export"])
 
@@ -110,7 +110,7 @@ def _jsonl(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 @router.get("/{table}.{fmt}")
 def export(table: str, fmt: str, request: Request,
-           _admin: Admin = Depends(current_admin)) -> StreamingResponse:
+           _admin: CurrentAdmin) -> StreamingResponse:
     if table not in TABLES or fmt not in FORMATS:
         raise HTTPException(404, f"export {table}.{fmt} does not exist; tables: "
                             f"{', '.join(TABLES)}; formats: {', '.join(FORMATS)}")

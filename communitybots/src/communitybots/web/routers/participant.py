@@ -9,23 +9,22 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
-from communitybots.store import Answer, Participant, utcnow
+from communitybots.store import Answer, utcnow
 
 from .. import conversation
 from ..deps import (
+    DB,
+    AppSettings,
+    CurrentParticipant,
+    CurrentStudy,
+    OptionalParticipant,
     check_csrf_form,
     check_csrf_header,
-    current_participant,
-    get_db,
-    get_settings,
-    get_study,
-    optional_participant,
 )
 from ..security import PARTICIPANT_COOKIE, completion_code
-from ..settings import CONDITIONS, Settings
-from ..study import Study
+from ..settings import CONDITIONS
 from ..templating import templates
 
 router = APIRouter(tags=["participant"])
@@ -40,9 +39,8 @@ class MessageIn(BaseModel):
 
 
 @router.get("/", response_class=HTMLResponse)
-def landing(request: Request, condition: str | None = None,
-            participant: Participant | None = Depends(optional_participant),
-            study: Study = Depends(get_study)) -> Response:
+def landing(request: Request, participant: OptionalParticipant, study: CurrentStudy,
+            condition: str | None = None) -> Response:
     fixed = condition if condition in CONDITIONS else None
     return templates.TemplateResponse(request, "landing.html", {
         "survey": study.survey, "condition": fixed, "bad_condition": bool(condition) and not fixed,
@@ -51,9 +49,9 @@ def landing(request: Request, condition: str | None = None,
 
 
 @router.post("/consent", dependencies=[Depends(check_csrf_form)])
-async def consent(request: Request, db: Session = Depends(get_db),
-                  study: Study = Depends(get_study),
-                  settings: Settings = Depends(get_settings)) -> Response:
+async def consent(request: Request, db: DB,
+                  study: CurrentStudy,
+                  settings: AppSettings) -> Response:
     form = await request.form()
     if form.get("consent") != "yes":
         return templates.TemplateResponse(request, "landing.html", {
@@ -71,9 +69,9 @@ async def consent(request: Request, db: Session = Depends(get_db),
 
 
 @router.get("/chat", response_class=HTMLResponse)
-def chat_page(request: Request, participant: Participant = Depends(current_participant),
-              study: Study = Depends(get_study),
-              settings: Settings = Depends(get_settings)) -> Response:
+def chat_page(request: Request, participant: CurrentParticipant,
+              study: CurrentStudy,
+              settings: AppSettings) -> Response:
     if participant.status != "chatting":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     return templates.TemplateResponse(request, "chat.html", {
@@ -82,9 +80,9 @@ def chat_page(request: Request, participant: Participant = Depends(current_parti
 
 
 @router.get("/api/session")
-def session_state(participant: Participant = Depends(current_participant),
-                  db: Session = Depends(get_db), study: Study = Depends(get_study),
-                  settings: Settings = Depends(get_settings)) -> dict[str, Any]:
+def session_state(participant: CurrentParticipant,
+                  db: DB, study: CurrentStudy,
+                  settings: AppSettings) -> dict[str, Any]:
     data = conversation.transcript(db, study, participant)
     data["limits"] = {"max_chars": settings.max_message_chars,
                       "messages_per_window": settings.rate_limit_messages,
@@ -93,9 +91,9 @@ def session_state(participant: Participant = Depends(current_participant),
 
 
 @router.post("/api/messages", dependencies=[Depends(check_csrf_header)])
-def send_message(body: MessageIn, participant: Participant = Depends(current_participant),
-                 db: Session = Depends(get_db), study: Study = Depends(get_study),
-                 settings: Settings = Depends(get_settings)) -> dict[str, Any]:
+def send_message(body: MessageIn, participant: CurrentParticipant,
+                 db: DB, study: CurrentStudy,
+                 settings: AppSettings) -> dict[str, Any]:
     text = conversation.SKIP_TEXT if body.kind == "skip_button" else body.text
     result = conversation.take_turn(db, study, settings, participant.id, body.client_id,
                                     text, kind=body.kind)
@@ -103,8 +101,8 @@ def send_message(body: MessageIn, participant: Participant = Depends(current_par
 
 
 @router.get("/survey", response_class=HTMLResponse)
-def post_survey_page(request: Request, participant: Participant = Depends(current_participant),
-                     db: Session = Depends(get_db), study: Study = Depends(get_study)) -> Response:
+def post_survey_page(request: Request, participant: CurrentParticipant,
+                     db: DB, study: CurrentStudy) -> Response:
     if participant.status != "post_survey":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
@@ -113,9 +111,9 @@ def post_survey_page(request: Request, participant: Participant = Depends(curren
 
 @router.post("/survey", dependencies=[Depends(check_csrf_form)])
 async def post_survey_submit(request: Request,
-                             participant: Participant = Depends(current_participant),
-                             db: Session = Depends(get_db),
-                             study: Study = Depends(get_study)) -> Response:
+                             participant: CurrentParticipant,
+                             db: DB,
+                             study: CurrentStudy) -> Response:
     if participant.status != "post_survey":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
@@ -147,14 +145,14 @@ async def post_survey_submit(request: Request,
     participant.completion_code = participant.completion_code or completion_code()
     try:
         db.commit()
-    except IntegrityError:  # the same form submitted twice at once: the first one counts
+    except (IntegrityError, StaleDataError):  # the form submitted twice at once: first wins
         db.rollback()
     return RedirectResponse("/done", status_code=303)
 
 
 @router.get("/done", response_class=HTMLResponse)
-def done_page(request: Request, participant: Participant = Depends(current_participant),
-              study: Study = Depends(get_study)) -> Response:
+def done_page(request: Request, participant: CurrentParticipant,
+              study: CurrentStudy) -> Response:
     if participant.status != "completed":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     return templates.TemplateResponse(request, "done.html", {
@@ -163,7 +161,7 @@ def done_page(request: Request, participant: Participant = Depends(current_parti
 
 
 @router.get("/agents.css")
-def agents_css(study: Study = Depends(get_study)) -> Response:
+def agents_css(study: CurrentStudy) -> Response:
     """Each agent's colour as ``--agent`` on ``.agent-<id>`` (ids and colours are
     validated by the spec: ``[a-z][a-z0-9_-]*`` and hex, so they are safe in CSS)."""
     rules = []
