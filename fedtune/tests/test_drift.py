@@ -11,7 +11,7 @@ import torch
 from fedtune.config import ConfigError, load_experiment
 from fedtune.data.base import ClientData, DatasetInfo, Examples
 from fedtune.data.drift import DriftConfig, DriftSimulator
-from fedtune.report.drift import drift_metrics, plot_drift
+from fedtune.report.drift import drift_metrics, drift_report, plot_drift
 
 INFO = DatasetInfo(name="toy", task="classification", num_classes=10, input_shape=(1, 4, 4))
 
@@ -151,3 +151,5 @@ def test_drift_metrics_by_hand(tmp_path) -> None:
     assert never["recovery_rounds"] is None
     out = plot_drift({"flash": metrics, "fedavg": [{"round": 1, "test_accuracy": 0.1}]}, [4, 8], tmp_path / "d.png")
     assert out.stat().st_size > 0
+    lines = drift_report(tmp_path, DriftConfig(schedule="recurrent", start=4, period=4), 9, metrics)
+    assert "| 4 | 0.9000 | 0.3000 | 2 | 0.6533 |" in lines and (tmp_path / "drift.png").exists()

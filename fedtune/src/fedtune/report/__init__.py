@@ -22,6 +22,10 @@ def write_run_report(run_dir: Path, exp, metrics: list[dict]) -> Path:
         markdown_table([summarize(exp.name, metrics)]),
     ]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
+    if getattr(exp, "drift", None) is not None:
+        from fedtune.report.drift import drift_report
+
+        lines += drift_report(run_dir, exp.drift, exp.rounds, metrics)
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -99,3 +99,35 @@ def plot_drift(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def drift_report(run_dir: Path, drift_cfg, rounds: int, metrics: list[dict]) -> list[str]:
+    """Markdown lines for a run's report: the per-drift table and ``drift.png``.
+
+    ``drift_cfg`` is the experiment's :class:`~fedtune.data.drift.DriftConfig`; only its
+    schedule is needed to know the drift rounds.
+    """
+    from fedtune.data.drift import SCHEDULES
+
+    points = SCHEDULES.get(drift_cfg.schedule)(drift_cfg).drift_rounds(rounds)
+    rows = drift_metrics(metrics, points)
+    if not rows:
+        return []
+
+    def fmt(value, digits: int = 4) -> str:
+        return "–" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+    lines = [
+        "",
+        f"## Concept drift ({drift_cfg.kind}, {drift_cfg.schedule})",
+        "",
+        "| drift round | accuracy before | lowest after | rounds to 95 % | post-drift AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['drift_round']} | {fmt(r['pre_accuracy'])} | {fmt(r['lowest_accuracy'])} | "
+            f"{fmt(r['recovery_rounds'])} | {fmt(r['auc'])} |"
+        )
+    plot = plot_drift({run_dir.name: metrics}, points, Path(run_dir) / "drift.png")
+    return lines + ["", f"![drift]({plot.name})"]
