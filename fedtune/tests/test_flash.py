@@ -94,6 +94,7 @@ def test_three_rounds_golden(r: int) -> None:
     for name, got in (("m", opt.m["w"]), ("v", opt.v["w"]), ("d", opt.d["w"]), ("x", params["w"])):
         assert got.tolist() == pytest.approx(exp[name], rel=1e-9, abs=1e-15), name
     assert opt.round_metrics()["flash_guarded"] == exp["guarded"]
+    assert opt.round_metrics()["flash_beta3_mean"] == pytest.approx(sum(exp["beta3"]) / 4, rel=1e-9)
     # the plain-float reference agrees with the table, β3 included
     for i in range(4):
         ref = _reference([row[i] for row in DELTAS])[r]
