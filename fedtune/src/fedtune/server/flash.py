@@ -96,7 +96,8 @@ class Flash(FedOpt):
                 raise FloatingPointError(f"Flash: the aggregated update of {k!r} has NaN or inf values")
             g = g.detach().to(_STATE_DTYPE)
             zeros = torch.zeros_like(g)
-            m_prev, v_prev, d_prev = self.m.get(k, zeros), self.v.get(k, zeros), self.d.get(k, zeros)
+            # .to(): state loaded from a CPU checkpoint follows the update's device
+            m_prev, v_prev, d_prev = (s.get(k, zeros).to(g.device) for s in (self.m, self.v, self.d))
             m = self.beta1 * m_prev + (1 - self.beta1) * g  # (1)
             v = self.second_moment(v_prev, g)  # (2)
             d, beta3 = self.drift(d_prev, v_prev, v, g)  # (3), (4)
