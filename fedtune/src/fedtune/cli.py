@@ -30,6 +30,11 @@ app.add_typer(datasets_app, name="datasets")
 console = Console()
 err_console = Console(stderr=True)
 
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(help="torch CPU threads (default: torch's choice); 1 is often fastest for small models on busy machines", min=1),
+]
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override a field, e.g. --set algorithm.lr=0.1 --set data.alpha=0.3 (values are TOML)"),
@@ -39,6 +44,13 @@ SetOption = Annotated[
 def fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -67,8 +79,10 @@ def run(
     resume: Annotated[Path | None, typer.Option(help="continue the run in this folder from its newest checkpoint")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run in the output folder")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Run one experiment; writes config.toml, metrics.jsonl, checkpoints and report.md."""
+    set_threads(threads)
     from fedtune.engine import resume_experiment, run_experiment
     from fedtune.report import rich_table, summarize
 
@@ -93,8 +107,10 @@ def compare(
     overrides: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="replace existing runs in the output folder")] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Run several experiments on the same data partition; print and write one table."""
+    set_threads(threads)
     from fedtune.data import load_federated
     from fedtune.engine import run_experiment
     from fedtune.report import rich_table, write_comparison
