@@ -177,12 +177,14 @@ def measure_step(
     clients: int = 10,
     num_tangents: int = 1,
     loss_chunk_size: int | None = None,
+    chunk_methods: Sequence[str] = ("spry", "fedfgd"),
     seed: int = 0,
 ) -> MemoryResult:
     """Load ``model_name`` and measure one ``method`` step in *this* process.
 
     Prefer :func:`measure_memory`, which runs each method in a fresh subprocess.
-    ``loss_chunk_size`` applies to the forward-gradient methods of causal LMs.
+    ``loss_chunk_size`` applies to causal LMs and to the methods in ``chunk_methods``
+    (by default the forward-gradient ones, where it matters most).
     """
     from fedtune.data.base import DatasetInfo
     from fedtune.grad import backprop_gradient, forward_gradient, model_loss
@@ -205,7 +207,7 @@ def measure_step(
         names = []
     params = {n: trainables[n] for n in names}
     weights = _bytes(model.parameters()) + _bytes(model.buffers())
-    chunk = loss_chunk_size if (task == "causal_lm" and method in ("spry", "fedfgd")) else None
+    chunk = loss_chunk_size if (task == "causal_lm" and method in chunk_methods and method != "inference") else None
 
     gc.collect()
     rss_after_load = _proc_status("VmRSS")
@@ -268,7 +270,7 @@ def measure_memory(
     """Measure each method's one client step in a fresh subprocess; one dict per method.
 
     ``options`` are :func:`measure_step`'s keyword arguments (task, num_classes,
-    model_options, clients, num_tangents, loss_chunk_size, seed).
+    model_options, clients, num_tangents, loss_chunk_size, chunk_methods, seed).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
