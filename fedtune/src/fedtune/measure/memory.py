@@ -26,6 +26,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -141,7 +142,26 @@ class MemoryResult:
     rss_peak_above_load: int | None
     rss_peak_reset: bool
     loss: float | None
+    pass_seconds: float | None = None  # wall time of one more gradient pass, untracked
     settings: dict = field(default_factory=dict)
+
+
+def _time_pass(model: nn.Module, data: dict[str, Tensor], method: str, params: dict[str, Tensor],
+               chunk: int | None, seed: int, num_tangents: int) -> float:
+    """Wall seconds of one gradient (or inference) pass outside the tracker; CPU contention
+    makes absolute times drift, so compare methods of the same run as ratios."""
+    from fedtune.grad import backprop_gradient, forward_gradient, model_loss
+
+    loss_fn = model_loss(model, data, loss_chunk_size=chunk)
+    start = time.perf_counter()
+    if method == "inference":
+        with torch.no_grad():
+            loss_fn({})
+    elif method == "backprop":
+        backprop_gradient(loss_fn, params)
+    else:
+        forward_gradient(loss_fn, params, seed=seed, keys=(0, 0, 1), num_tangents=num_tangents)
+    return time.perf_counter() - start
 
 
 def _batch(task: str, vocab: int, num_classes: int, batch: int, seq: int, seed: int) -> dict[str, Tensor]:
@@ -178,13 +198,15 @@ def measure_step(
     num_tangents: int = 1,
     loss_chunk_size: int | None = None,
     chunk_methods: Sequence[str] = ("spry", "fedfgd"),
+    time_step: bool = True,
     seed: int = 0,
 ) -> MemoryResult:
     """Load ``model_name`` and measure one ``method`` step in *this* process.
 
     Prefer :func:`measure_memory`, which runs each method in a fresh subprocess.
     ``loss_chunk_size`` applies to causal LMs and to the methods in ``chunk_methods``
-    (by default the forward-gradient ones, where it matters most).
+    (by default the forward-gradient ones, where it matters most). ``time_step`` also
+    times one more pass outside the tracker (``pass_seconds``).
     """
     from fedtune.data.base import DatasetInfo
     from fedtune.grad import backprop_gradient, forward_gradient, model_loss
@@ -248,12 +270,13 @@ def measure_step(
             }
     breakdown = {"weights": weights, **breakdown}
     rss_peak = _proc_status("VmHWM")
+    seconds = _time_pass(model, data, method, params, chunk, seed, num_tangents) if time_step else None
     return MemoryResult(
         model=model_name, method=method, batch=batch, seq=seq, weights=weights,
         trainable=_bytes(trainables.values()), differentiated=_bytes(params.values()),
         peak_above_model=tracker.peak, breakdown=breakdown, rss_after_load=rss_after_load, rss_peak=rss_peak,
         rss_peak_above_load=(rss_peak - rss_after_load) if reset and rss_peak and rss_after_load else None,
-        rss_peak_reset=reset, loss=loss_value,
+        rss_peak_reset=reset, loss=loss_value, pass_seconds=seconds,
         settings={"task": task, "clients": clients, "num_tangents": num_tangents, "loss_chunk_size": chunk,
                   "model_options": model_options or {}, "differentiated_tensors": len(params)},
     )
@@ -270,7 +293,7 @@ def measure_memory(
     """Measure each method's one client step in a fresh subprocess; one dict per method.
 
     ``options`` are :func:`measure_step`'s keyword arguments (task, num_classes,
-    model_options, clients, num_tangents, loss_chunk_size, chunk_methods, seed).
+    model_options, clients, num_tangents, loss_chunk_size, chunk_methods, time_step, seed).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
