@@ -157,7 +157,8 @@ class HFModel(nn.Module):
 
     def forward(self, batch: Batch, *, loss_chunk_size: int | None = None) -> Tensor:
         if loss_chunk_size is None:
-            return self.model(**self._inputs(batch), use_cache=False).logits
+            extra = {"use_cache": False} if self.task == "causal_lm" else {}
+            return self.model(**self._inputs(batch), **extra).logits
         if self.task != "causal_lm":
             raise ValueError("loss_chunk_size applies to causal language models only")
         if loss_chunk_size < 1:
