@@ -142,6 +142,75 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _cosine(a: dict, b: dict) -> float:
+    import torch
+
+    x = torch.cat([a[n].flatten() for n in a])
+    y = torch.cat([b[n].flatten() for n in a])
+    return float(x @ y / (x.norm() * y.norm()))
+
+
+def gradient_alignment(args: argparse.Namespace, repeats: int = 6) -> dict:
+    """Cosine between one round's forward-gradient estimate and the true gradient.
+
+    On one batch of the α = 1.0 data and the initial model (LoRA B initialized N(0, 0.01²)
+    so that A's gradient is not zero): the true gradient of every trainable tensor by
+    backprop; one round of Spry (each of 10 clients one jvp over its share, each tensor
+    averaged over the clients that trained it, as the server does), the same with the
+    head as one more group instead of shared, and one round of FedFGD (10 clients each
+    one jvp over all tensors, averaged), each with ``repeats`` different seeds.
+    """
+    import statistics
+
+    import torch
+
+    from fedtune.algorithms.spry import Spry, SpryParams
+    from fedtune.config import load_experiment
+    from fedtune.data import load_federated
+    from fedtune.grad import backprop_gradient, forward_gradient, model_loss
+    from fedtune.models import build_model
+    from fedtune.server import new_optimizer
+
+    torch.set_num_threads(1)
+    raw = experiment("spry_binit", 1.0, args, "/tmp/unused")
+    exp = load_experiment(raw=raw)
+    fed = load_federated(exp.data, exp.seed)
+    model = build_model(exp.model.name, fed.info, exp.model.options, exp.seed)
+    batch = next(fed.clients[0].train.batches(args.batch))
+    theta = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    loss = model_loss(model, batch, dropout=False)
+    _, true = backprop_gradient(loss, theta)
+    splits = {}
+    for key, share_head in (("spry", True), ("spry_head_as_group", False)):
+        algo = Spry(SpryParams(share_head=share_head), new_optimizer("fedavg"))
+        algo.setup(model, fed.info)
+        splits[key] = algo.assignments(10)
+    splits["fedfgd"] = [list(theta)] * 10
+    out: dict[str, list[float]] = {}
+    for key, shares in splits.items():
+        for r in range(repeats):
+            sums = {n: torch.zeros_like(t) for n, t in theta.items()}
+            counts = dict.fromkeys(theta, 0)
+            for c, share in enumerate(shares):
+                est = forward_gradient(loss, {n: theta[n] for n in share}, args.seed, (r, c, 0)).grads
+                out.setdefault(f"{key}_client", []).append(_cosine(est, true))
+                for n, g in est.items():
+                    sums[n] += g
+                    counts[n] += 1
+            out.setdefault(f"{key}_round", []).append(_cosine({n: sums[n] / max(counts[n], 1) for n in theta}, true))
+    head = set.intersection(*(set(s) for s in splits["spry"]))
+    share_of_head = float(sum(true[n].square().sum() for n in head) / sum(t.square().sum() for t in true.values()))
+    dims = {"all_trainables": sum(t.numel() for t in theta.values()),
+            "spry_client_mean": sum(sum(theta[n].numel() for n in s) for s in splits["spry"]) / 10,
+            "head_share_of_squared_gradient_norm": round(share_of_head, 4)}
+    return {
+        "what": "cosine(estimate, backprop gradient); *_client: one jvp on one client's share "
+                "(against the true gradient of that share); *_round: 10 clients' jvps aggregated as the server does",
+        "dimensions": dims,
+        **{k: {"mean": round(statistics.mean(v), 4), "sd": round(statistics.stdev(v), 4), "n": len(v)} for k, v in out.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -156,7 +225,15 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 rounds, 2 methods: a smoke run, results not saved")
+    parser.add_argument("--alignment", action="store_true", help="only measure gradient alignment and add it to the results")
     args = parser.parse_args()
+    if args.alignment:
+        path = RESULTS / "spry_convergence.json"
+        data = json.loads(path.read_text()) if path.exists() else {"benchmark": "spry_convergence"}
+        data["gradient_alignment"] = gradient_alignment(args)
+        print(json.dumps(data["gradient_alignment"], indent=2))
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        return
     if args.quick:
         args.rounds, args.methods, args.alphas, args.eval_every = 2, ["spry", "fedavg_bp"], [1.0], 1
     # the B-init variant runs at the first α only, in a process of its own

@@ -168,9 +168,10 @@ def test_params_are_validated_with_one_line_errors():
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
+    from hf_tiny import save_tiny
+
     from fedtune.data.base import DatasetInfo
     from fedtune.models.hf import build_hf_model
-    from hf_tiny import save_tiny
 
     path = save_tiny("bert", tmp_path_factory.mktemp("hf"))
     torch.manual_seed(0)
@@ -212,9 +213,10 @@ def test_hf_per_iteration_replay_matches_and_server_step_applies(tiny_bert):
 
 
 def test_causal_lm_with_chunked_loss(tmp_path):
+    from hf_tiny import VOCAB, save_tiny
+
     from fedtune.data.base import DatasetInfo
     from fedtune.models.hf import build_hf_model
-    from hf_tiny import VOCAB, save_tiny
 
     model = build_hf_model(str(save_tiny("llama", tmp_path)), DatasetInfo("t", "causal_lm", VOCAB), peft="lora", r=2)
     algo = Spry(SpryParams(batch_size=4, loss_chunk_size=3), new_optimizer("fedyogi"))
