@@ -12,7 +12,9 @@ evaluation for every method (global model on the pooled held-out test data of al
 - ``fedavg_bp``: backprop LoRA, FedAvg server;  ``fedyogi_bp``: backprop LoRA, FedYogi server;
 - ``spry_binit``: Spry with LoRA B initialized N(0, 0.01²) instead of zeros (DESIGN asks
   whether it speeds convergence: with B = 0 the true gradient of A is zero at the start);
-  at the first α only.
+  at the first α only;
+- ``spry_head_group`` (``--methods spry_head_group --merge``): Spry with the head as one
+  more layer group instead of trained by every client.
 
 Targets: Spry within 5 points of FedYogi-backprop at equal rounds, clearly above FedFGD.
 Each α (and the B-init variant) runs in its own process with one torch thread (these shared 2-core machines are
@@ -40,7 +42,9 @@ METHODS: dict[str, dict] = {
     "fedavg_bp": {"algorithm": {"name": "fedavg"}, "server": "fedavg"},
     "fedyogi_bp": {"algorithm": {"name": "fedavg"}, "server": "fedyogi"},
     "spry_binit": {"algorithm": {"name": "spry"}, "server": "fedyogi", "lora_b_init_std": 1e-2},
+    "spry_head_group": {"algorithm": {"name": "spry", "share_head": False}, "server": "fedyogi"},
 }
+DEFAULT_METHODS = ["spry", "fedfgd", "fedavg_bp", "fedyogi_bp", "spry_binit"]
 YOGI = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
 
 
@@ -215,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.1])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--plays", type=int, default=4, help="classes")
     parser.add_argument("--per-play", type=int, default=150, help="speeches per play")
     parser.add_argument("--seq", type=int, default=32, help="tokens per speech")
@@ -225,6 +229,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 rounds, 2 methods: a smoke run, results not saved")
+    parser.add_argument("--merge", action="store_true", help="add these runs to the saved results instead of replacing them")
     parser.add_argument("--alignment", action="store_true", help="only measure gradient alignment and add it to the results")
     args = parser.parse_args()
     if args.alignment:
@@ -247,6 +252,11 @@ def main() -> None:
         for alpha, runs in pool.map(_job, jobs):
             results.setdefault(alpha, {}).update(runs)
     total = time.perf_counter() - start
+    path = RESULTS / "spry_convergence.json"
+    previous = json.loads(path.read_text()) if args.merge and path.exists() else {}
+    for key, run in previous.get("runs", {}).items():
+        method, alpha = key.rsplit("@", 1)
+        results.setdefault(float(alpha), {}).setdefault(method, run)
     summary = {}
     for alpha, runs in results.items():
         row = {m: round(final(r), 4) for m, r in runs.items()}
@@ -254,10 +264,13 @@ def main() -> None:
             row["spry_minus_fedyogi_bp_points"] = round(100 * (final(runs["spry"]) - final(runs["fedyogi_bp"])), 1)
         if "spry" in runs and "fedfgd" in runs:
             row["spry_minus_fedfgd_points"] = round(100 * (final(runs["spry"]) - final(runs["fedfgd"])), 1)
+        if "spry" in runs and "spry_head_group" in runs:
+            row["head_group_minus_spry_points"] = round(100 * (final(runs["spry_head_group"]) - final(runs["spry"])), 1)
         if "spry" in runs and "spry_binit" in runs:
             row["binit_minus_spry_points"] = round(100 * (final(runs["spry_binit"]) - final(runs["spry"])), 1)
         summary[str(alpha)] = row
     out = {
+        **{k: v for k, v in previous.items() if k == "gradient_alignment"},
         "benchmark": "spry_convergence",
         "setting": (
             f"shakespeare_play ({args.plays} plays, {args.per_play} speeches each, {args.seq} tokens), "
@@ -269,7 +282,7 @@ def main() -> None:
         "final_is": "mean test accuracy of the last 2 evaluations",
         "summary": summary,
         "runs": {f"{m}@{a}": r for a, runs in results.items() for m, r in runs.items()},
-        "total_wall_s": round(total, 1),
+        "total_wall_s": round(total + previous.get("total_wall_s", 0.0), 1),
         "torch_threads_per_process": 1,
         "processes": len(jobs),
         "machine": f"{platform.processor() or platform.machine()}, shared 2-core CPU",
