@@ -149,7 +149,7 @@
     }
   }
 
-  async function deliver(pending) {
+  async function deliver(pending, ownBubble) {
     setBusy(true, currentAgent);
     showError("");
     try {
@@ -165,7 +165,13 @@
       currentAgent = body.cues.agent_id || currentAgent;
       drawCues(body.cues);
     } catch (err) {
-      if (err.status) localStorage.removeItem(PENDING_KEY); // refused: will not be stored
+      if (err.status) {
+        // refused (too long, too many, ended): nothing was stored, so the bubble goes and
+        // the text returns to the box to be edited
+        localStorage.removeItem(PENDING_KEY);
+        if (ownBubble) ownBubble.remove();
+        if (pending.kind === "message" && !input.value) { input.value = pending.text; updateCounter(); }
+      }
       showError(err.message);
     } finally {
       setBusy(false);
@@ -177,8 +183,8 @@
     if (busy) return;
     const pending = { client_id: newId(), text: text, kind: kind };
     localStorage.setItem(PENDING_KEY, JSON.stringify(pending));
-    bubble({ role: "participant", text: kind === "skip_button" ? "Skip topic" : text });
-    deliver(pending);
+    const own = bubble({ role: "participant", text: kind === "skip_button" ? "Skip topic" : text });
+    deliver(pending, own);
   }
 
   form.addEventListener("submit", (ev) => {
@@ -224,8 +230,8 @@
       if (seen.has(pending.client_id) || data.cues.finished) {
         localStorage.removeItem(PENDING_KEY);
       } else {
-        bubble({ role: "participant", text: pending.kind === "skip_button" ? "Skip topic" : pending.text });
-        await deliver(pending);
+        const own = bubble({ role: "participant", text: pending.kind === "skip_button" ? "Skip topic" : pending.text });
+        await deliver(pending, own);
       }
     }
     if (!form.hidden) input.focus();
