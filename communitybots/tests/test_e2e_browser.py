@@ -25,10 +25,11 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium is not installed (apt-get install chromium; ci/services.sh does)")
 
 
-def _start(db_url: str, port: int) -> LiveServer:  # a server process, as `serve` runs it
+def _start(db_url: str, port: int, **settings: object) -> LiveServer:
     from communitybots.web import Settings, create_app
 
-    return LiveServer(create_app(SURVEY, Settings(database_url=db_url, relevance="tfidf")), port)
+    app = create_app(SURVEY, Settings(database_url=db_url, relevance="tfidf", **settings))
+    return LiveServer(app, port)
 
 
 def test_chat_in_a_real_browser(tmp_path: Path) -> None:
@@ -156,3 +157,29 @@ def test_chat_in_a_real_browser(tmp_path: Path) -> None:
         assert stored == sent
         assert conn.scalar(select(func.count()).select_from(Message)) == on_screen
     engine.dispose()
+
+
+def test_a_refused_message_is_explained_and_kept_for_editing(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw, _start(f"sqlite:///{tmp_path / 'limits.sqlite3'}", free_port(),
+                                         rate_limit_messages=1) as server:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.set_default_timeout(15_000)
+        page.goto(f"{server.url}/?condition=single")
+        page.get_by_label("I am 18 or older", exact=False).check()
+        page.get_by_role("button", name="Start the conversation").click()
+        expect(page.locator("#chat[data-ready='true']")).to_have_count(1)
+        expect(page.locator("#agents li")).to_have_count(1)  # one persona in this condition
+        page.locator("#text").fill("We live in a small flat near the station.")
+        page.keyboard.press("Enter")
+        expect(page.locator(".bubble.mine")).to_have_count(1)
+        expect(page.locator("#typing")).to_be_hidden()
+        page.locator("#text").fill("And we have a cat.")
+        page.keyboard.press("Enter")
+        error = page.get_by_role("alert").filter(has_text="too many messages")
+        expect(error).to_contain_text("at most 1 per 60 s; try again in")
+        expect(page.locator(".bubble.mine")).to_have_count(1)  # the refused one is gone
+        expect(page.locator("#text")).to_have_value("And we have a cat.")  # kept to resend
+        browser.close()
