@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from fedtune.config import ConfigError, load_experiment
+from fedtune.measure.cli import bench_app
 from fedtune.registry import UnknownNameError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="List datasets and inspect partitions.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -188,18 +190,6 @@ def datasets_show(
         console.print(f"... {len(rows) - max_rows} more clients")
     path = plot_label_distribution(fed, out / f"{name}_{partition}_labels.png")
     console.print(f"plot: {path}")
-
-
-def _mount_optional() -> None:
-    """Sub-apps of other modules (bench memory, ...), mounted when present."""
-    try:
-        from fedtune.measure.cli import bench_app
-    except ImportError:
-        return
-    app.add_typer(bench_app, name="bench")
-
-
-_mount_optional()
 
 
 def main() -> None:  # pragma: no cover
