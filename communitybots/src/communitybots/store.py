@@ -40,7 +40,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 DEFAULT_DATABASE_URL = "sqlite:///communitybots.sqlite3"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -232,5 +232,6 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
     _alembic(engine, "downgrade", revision)
 
 
-def session_factory(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (replies are built from them)."""
     return sessionmaker(engine, expire_on_commit=False)
