@@ -81,6 +81,32 @@ def test_login_errors_and_no_open_redirect(make_client) -> None:
     assert "HttpOnly" in ok.headers["set-cookie"] and "SameSite=strict" in ok.headers["set-cookie"]
 
 
+def test_password_guessing_is_throttled(make_client) -> None:
+    client = make_client()
+    make_admin(client)
+    for _ in range(5):
+        wrong = client.post("/admin/login", data={"csrf_token": csrf(client), "username": "ada",
+                                                  "password": "guess guess guess"})
+        assert wrong.status_code == 401
+    blocked = client.post("/admin/login", data={"csrf_token": csrf(client), "username": "ada",
+                                                "password": "correct horse battery"})
+    assert blocked.status_code == 429 and "Too many failed logins for this account" in blocked.text
+    assert 1 <= int(blocked.headers["retry-after"]) <= 900
+
+
+def test_login_throttle_window() -> None:
+    from communitybots.web.accounts import LoginThrottle
+
+    throttle = LoginThrottle(limit=2, window_s=60)
+    throttle.failed("ada", now=0.0)
+    assert throttle.wait_s("ada", now=1.0) == 0
+    throttle.failed("ada", now=10.0)
+    assert throttle.wait_s("ada", now=11.0) == 49
+    assert throttle.wait_s("ada", now=60.5) == 0  # the first failure left the window
+    throttle.succeeded("ada")
+    assert throttle.wait_s("bob", now=0.0) == 0
+
+
 def test_forms_without_the_csrf_token_are_refused(make_client) -> None:
     client = make_client()
     csrf(client)

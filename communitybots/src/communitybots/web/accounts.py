@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+import time
+from collections import defaultdict, deque
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -18,6 +21,38 @@ MIN_PASSWORD = 10
 
 class AccountError(ValueError):
     """An account cannot be created (the message says why, in one line)."""
+
+
+class LoginThrottle:
+    """At most ``limit`` failed logins per username in ``window_s`` seconds (per process).
+
+    Slows password guessing; argon2 already makes each guess cost tens of milliseconds.
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 900.0):
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def wait_s(self, username: str, now: float | None = None) -> int:
+        """Seconds before ``username`` may try again (0: now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            failures = self._failures[username]
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            if len(failures) < self.limit:
+                return 0
+            return max(1, int(failures[0] + self.window_s - now + 0.999))
+
+    def failed(self, username: str, now: float | None = None) -> None:
+        with self._lock:
+            self._failures[username].append(time.monotonic() if now is None else now)
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(username, None)
 
 
 def create_admin(db: Session, username: str, password: str) -> Admin:

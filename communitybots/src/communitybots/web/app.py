@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from communitybots.spec import Survey, load_survey
 from communitybots.store import make_engine, migrate, session_factory
 
+from .accounts import LoginThrottle
 from .conversation import TurnError
 from .deps import CSRFError, NoSession, NotAuthenticated
 from .routers import admin, export, participant
@@ -101,6 +102,7 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.study = Study(survey, survey_pk, relevance=settings.relevance)
+    app.state.login_throttle = LoginThrottle()
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(participant.router)
     app.include_router(admin.router)

@@ -40,10 +40,19 @@ async def login(request: Request, db: DB,
     form = await request.form()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "")))
+    throttle: accounts.LoginThrottle = request.app.state.login_throttle
+    wait = throttle.wait_s(username)
+    if wait:
+        return templates.TemplateResponse(request, "admin_login.html", {
+            "next": target, "error": f"Too many failed logins for this account; try again "
+                                     f"in {wait} s."}, status_code=429,
+            headers={"Retry-After": str(wait)})
     token = accounts.log_in(db, username, password, settings.admin_session_hours)
     if token is None:
+        throttle.failed(username)
         return templates.TemplateResponse(request, "admin_login.html", {
             "next": target, "error": "Wrong username or password."}, status_code=401)
+    throttle.succeeded(username)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", path="/admin",
                         secure=settings.secure_cookies,
