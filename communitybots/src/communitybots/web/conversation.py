@@ -11,6 +11,10 @@ replies, and the new engine state. Two rules keep the record exact:
 - Optimistic locking: the participant row has a version counter; if two requests of
   the same participant race, the second one's UPDATE finds the version moved on, rolls
   back and runs again on the new state. No step is applied twice or lost.
+
+Within one turn the rows follow each other as: the participant's message, the engine's
+events, the bots' replies (the engine returns events and replies as two lists), all
+numbered by the participant's one sequence counter.
 """
 
 from __future__ import annotations
