@@ -229,6 +229,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 rounds, 2 methods: a smoke run, results not saved")
+    parser.add_argument("--name", default="spry_convergence", help="stem of the results files")
+    parser.add_argument("--process-per-method", action="store_true", help="one process per (α, method) instead of per α")
     parser.add_argument("--merge", action="store_true", help="add these runs to the saved results instead of replacing them")
     parser.add_argument("--alignment", action="store_true", help="only measure gradient alignment and add it to the results")
     args = parser.parse_args()
@@ -243,7 +245,10 @@ def main() -> None:
         args.rounds, args.methods, args.alphas, args.eval_every = 2, ["spry", "fedavg_bp"], [1.0], 1
     # the B-init variant runs at the first α only, in a process of its own
     main_methods = [m for m in args.methods if m != "spry_binit"]
-    jobs = [(alpha, main_methods, args) for alpha in args.alphas]
+    if args.process_per_method:
+        jobs = [(alpha, [m], args) for alpha in args.alphas for m in main_methods]
+    else:
+        jobs = [(alpha, main_methods, args) for alpha in args.alphas]
     if "spry_binit" in args.methods:
         jobs.append((args.alphas[0], ["spry_binit"], args))
     start = time.perf_counter()
@@ -252,7 +257,7 @@ def main() -> None:
         for alpha, runs in pool.map(_job, jobs):
             results.setdefault(alpha, {}).update(runs)
     total = time.perf_counter() - start
-    path = RESULTS / "spry_convergence.json"
+    path = RESULTS / f"{args.name}.json"
     previous = json.loads(path.read_text()) if args.merge and path.exists() else {}
     for key, run in previous.get("runs", {}).items():
         method, alpha = key.rsplit("@", 1)
@@ -271,7 +276,7 @@ def main() -> None:
         summary[str(alpha)] = row
     out = {
         **{k: v for k, v in previous.items() if k == "gradient_alignment"},
-        "benchmark": "spry_convergence",
+        "benchmark": args.name,
         "setting": (
             f"shakespeare_play ({args.plays} plays, {args.per_play} speeches each, {args.seq} tokens), "
             f"all-MiniLM-L6-v2 + LoRA r8 query/value + head, 20 clients Dirichlet(alpha), 10 per round, "
@@ -291,9 +296,9 @@ def main() -> None:
     if args.quick:
         return
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "spry_convergence.json").write_text(json.dumps(out, indent=2) + "\n")
-    plot(results, RESULTS / "spry_convergence.png")
-    print(f"wrote {RESULTS / 'spry_convergence.json'} and spry_convergence.png ({total:.0f} s)")
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    plot(results, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png').name} ({total:.0f} s)")
 
 
 if __name__ == "__main__":
