@@ -264,3 +264,30 @@ def test_describe_and_plot(tmp_path):
     assert summary["examples"] == 1797 and 0.3 < summary["label_skew"] <= 1
     out = plot_label_distribution(fed, tmp_path / "labels.png")
     assert out.stat().st_size > 5000
+
+
+def test_hf_sentence_pairs_drop_unlabeled_rows(tmp_path):
+    """SNLI's layout: premise, hypothesis, label with -1 for pairs without a gold label."""
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "premise": ["A man plays a guitar.", "Two dogs run.", "A child sleeps.", "A cat sits."],
+            "hypothesis": ["A person makes music.", "Animals are still.", "Someone rests.", "A dog barks."],
+            "label": [0, 2, 0, -1],
+        }
+    )
+    df.to_csv(tmp_path / "snli.csv", index=False)
+    opts = {
+        "text_column": "premise",
+        "text_pair_column": "hypothesis",
+        "tokenizer": "minilm",  # the offline alias of fedtune.models.hf
+        "max_length": 24,
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    raw = load_raw(f"hf:{tmp_path}/snli.csv", opts)
+    assert len(raw.examples) == 3 and raw.examples.labels.tolist() == [0, 2, 0]
+    types = raw.examples.tensors["token_type_ids"][0]
+    assert types.max() == 1 and types[0] == 0  # both sentences are encoded, the second marked
+    with pytest.raises(ConfigError, match=r"^data.options.label_column: 'label' holds negative class ids"):
+        load_raw(f"hf:{tmp_path}/snli.csv", {**opts, "drop_unlabeled": False})

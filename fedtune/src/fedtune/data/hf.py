@@ -9,16 +9,18 @@ Loads with :func:`datasets.load_dataset` (Lhoest et al. 2021, https://huggingfac
 
 Columns become tensors:
 
-- ``text_column``: tokenized with the tokenizer folder ``tokenizer``
-  (``AutoTokenizer.from_pretrained``) into ``input_ids`` / ``attention_mask``, padded and
-  truncated to ``max_length``. With ``task = "causal_lm"`` the labels are the input ids
+- ``text_column``: tokenized with ``tokenizer`` (an offline alias such as ``minilm``, a
+  local folder or a hub id; :func:`fedtune.models.hf.load_tokenizer`) into ``input_ids`` /
+  ``attention_mask``, padded and truncated to ``max_length``; ``text_pair_column`` adds a
+  second sequence (premise and hypothesis in SNLI/MNLI). With ``task = "causal_lm"`` the labels are the input ids
   (padding -100) and ``num_classes`` is the vocabulary size.
 - ``image_column``: images to float ``x`` of shape (C, H, W) in [0, 1] (all one size).
 - otherwise the numeric ``feature_columns`` (default: every column but the label and
   group columns) form ``x`` of shape (F,).
 
 ``label_column`` holds class ids or names (names are mapped to ids in sorted order, or
-by the column's ``ClassLabel`` names). ``group_column`` gives natural groups (writer,
+by the column's ``ClassLabel`` names). Rows labelled -1 (SNLI's pairs without a gold
+label) are dropped unless ``drop_unlabeled = false``. ``group_column`` gives natural groups (writer,
 user) for the ``natural`` partition.
 """
 
@@ -60,6 +62,10 @@ class HFOptions(DatasetOptions):
     )
     label_column: str = Field("label", description="column of class ids or names")
     text_column: str | None = Field(None, description="column of text to tokenize")
+    text_pair_column: str | None = Field(
+        None, description="column of a second text per example (sentence pairs: premise, hypothesis)"
+    )
+    drop_unlabeled: bool = Field(True, description="drop rows whose label is -1 (no gold label)")
     image_column: str | None = Field(None, description="column of images")
     feature_columns: list[str] | None = Field(
         None, description="numeric columns forming x (default: all others)"
@@ -128,7 +134,7 @@ def _require(table, column: str, field: str) -> None:
 
 
 def _text(table, opts: HFOptions) -> tuple[dict[str, torch.Tensor], object, int]:
-    from transformers import AutoTokenizer
+    from fedtune.models.hf import load_tokenizer
 
     _require(table, opts.text_column, "text_column")
     if opts.tokenizer is None:
@@ -136,21 +142,26 @@ def _text(table, opts: HFOptions) -> tuple[dict[str, torch.Tensor], object, int]
             f"data.options.tokenizer: text column {opts.text_column!r} needs a tokenizer (a local folder or hub id)"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer)
+        tokenizer = load_tokenizer(opts.tokenizer)
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"data.options.tokenizer: cannot load {opts.tokenizer!r}: {str(err).splitlines()[0]}"
         ) from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    pairs = None
+    if opts.text_pair_column is not None:
+        _require(table, opts.text_pair_column, "text_pair_column")
+        pairs = [str(t) for t in table[opts.text_pair_column]]
     encoded = tokenizer(
         [str(t) for t in table[opts.text_column]],
+        pairs,
         padding="max_length",
         truncation=True,
         max_length=opts.max_length,
         return_tensors="pt",
     )
     tensors = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    if pairs is not None and "token_type_ids" in encoded:  # BERT tells the two sentences apart by these
+        tensors["token_type_ids"] = encoded["token_type_ids"]
     return tensors, tokenizer, len(tokenizer)
 
 
@@ -189,6 +200,10 @@ def load_hf(source: str, options: dict, seed: int) -> RawDataset:
     table = _load_table(source, opts)
     if opts.max_examples is not None and len(table) > opts.max_examples:
         table = table.select(range(opts.max_examples))
+    if opts.task == "classification" and opts.drop_unlabeled and opts.label_column in table.column_names:
+        labels = table[opts.label_column]
+        if any(isinstance(v, int) and v < 0 for v in labels):
+            table = table.select([i for i, v in enumerate(labels) if not (isinstance(v, int) and v < 0)])
     if len(table) == 0:
         raise ConfigError(f"data.name: hf:{source} split {opts.split!r} has no examples")
     tokenizer = None
