@@ -30,6 +30,8 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(bench_app, name="bench")
 
 console = Console()
+if not console.is_terminal:  # logs and pipes: no 80-column wrapping of the tables
+    console.width = 120
 err_console = Console(stderr=True)
 
 ThreadsOption = Annotated[

@@ -7,12 +7,12 @@ from fedtune.report.plots import series
 COLUMNS = [
     ("run", "run"),
     ("rounds", "rounds"),
-    ("final_test_accuracy", "final test acc"),
-    ("best_test_accuracy", "best test acc"),
-    ("final_test_loss", "final test loss"),
-    ("personalized_accuracy", "personalized acc"),
-    ("mb_up_per_round", "MB up/round"),
-    ("failures", "failed clients"),
+    ("final_test_accuracy", "test acc"),
+    ("best_test_accuracy", "best acc"),
+    ("final_test_loss", "test loss"),
+    ("personalized_accuracy", "pers. acc"),
+    ("mb_up_per_round", "MB up/rnd"),
+    ("failures", "failures"),
     ("wall_s", "wall s"),
 ]
 
@@ -40,7 +40,7 @@ def _fmt(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 
