@@ -31,6 +31,8 @@ def test_run_writes_folder_and_learns(make_experiment):
     assert metrics[-1]["test_accuracy"] > 0.5
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
     assert metrics[0]["bytes_up"] > 0 and metrics[0]["bytes_down"] == metrics[0]["bytes_up"]
+    assert sum(metrics[0]["client_bytes_up"].values()) == metrics[0]["bytes_up"]
+    assert sorted(int(c) for c in metrics[0]["client_bytes_down"]) == metrics[0]["sampled"]
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(make_experiment, tmp_path):

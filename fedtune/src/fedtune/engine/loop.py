@@ -123,6 +123,8 @@ class Run:
             "bytes_up": sum(r.bytes_up for r in results),
             "bytes_down": sum(self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()),
         }
+        record["client_bytes_up"] = {str(r.client_id): r.bytes_up for r in results}
+        record["client_bytes_down"] = {str(t.client_id): self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()}
         record.update(self._client_summaries(results))
         record.update(self.algorithm.round_metrics())
         eval_start = time.perf_counter()
