@@ -101,3 +101,23 @@ def test_personalized_evaluation(make_experiment):
     exp = make_experiment(rounds=2, eval={"every": 1, "finetune_epochs": 1, "personalized_clients": 3})
     metrics = run_experiment(exp, report=False).metrics
     assert 0.0 <= metrics[-1]["personalized_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("server", [{"name": "fedavg"}, {"name": "fedyogi", "lr": 0.05}, {"name": "flash", "lr": 0.05}])
+def test_client_with_nan_tensors_is_dropped_and_server_state_kept_clean(make_experiment, monkeypatch, server):
+    original = FedAvg.client_update
+
+    def poisoned(self, model, trainable, data, task):
+        result = original(self, model, trainable, data, task)
+        if task.client_id == 2:
+            name = next(iter(result.tensors))
+            result.tensors[name] = result.tensors[name].clone().fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(FedAvg, "client_update", poisoned)
+    metrics = run_experiment(make_experiment(rounds=3, clients_per_round=8, server=server), report=False).metrics
+    for m in metrics:
+        assert m["failures"] == [{"client": 2, "round": m["round"], "error": m["failures"][0]["error"]}]
+        assert "non-finite values in tensor" in m["failures"][0]["error"]
+        assert m.get("test_accuracy", 0.0) == m.get("test_accuracy", 0.0)  # never NaN
+        assert "2" not in m["client_bytes_up"] and len(m["client_bytes_up"]) == 7

@@ -39,3 +39,16 @@ def torch_generator(seed: int, *keys: Key, device: str | torch.device = "cpu") -
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, *keys))
     return g
+
+
+def seed_global_rng(seed: int, *keys: Key) -> None:
+    """Seed torch's global generators (dropout and other modules that draw from them).
+
+    Cheaper than ``torch.manual_seed``, which queues seeding of every accelerator
+    backend and records a stack trace for each on every call; CUDA is seeded only once
+    it is in use.
+    """
+    value = derive_seed(seed, *keys)
+    torch.default_generator.manual_seed(value)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(value)

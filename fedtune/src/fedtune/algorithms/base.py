@@ -111,9 +111,12 @@ def weighted_mean_delta(global_state: State, results: list[ClientResult]) -> Sta
     sums: State = {}
     weights: dict[str, float] = {}
     for r in results:
+        w = float(r.num_examples)
         for k, t in r.tensors.items():
-            w = float(r.num_examples)
-            sums[k] = sums[k] + w * t if k in sums else w * t.to(global_state[k].dtype)
+            if k in sums:
+                sums[k].add_(t, alpha=w)
+            else:
+                sums[k] = t.to(global_state[k].dtype) * w
             weights[k] = weights.get(k, 0.0) + w
     return {k: sums[k] / weights[k] - global_state[k] for k in sums if weights[k] > 0}
 

@@ -19,7 +19,7 @@ from torch import nn
 from fedtune.algorithms.base import Algorithm, ClientResult, ClientTask
 from fedtune.data.base import ClientData
 from fedtune.models.base import State
-from fedtune.seeding import derive_seed
+from fedtune.seeding import seed_global_rng
 
 
 @dataclass
@@ -37,14 +37,19 @@ class ClientFailure:
 Outcome = ClientResult | ClientFailure
 
 
-def check_finite(result: ClientResult) -> str | None:
-    """The name of the first non-finite tensor or metric of a client result, if any."""
-    for name, tensor in result.tensors.items():
-        if not torch.isfinite(tensor).all():
-            return f"non-finite values in tensor {name!r}"
+def nan_metric(result: ClientResult) -> str | None:
+    """The first NaN metric a client reported, if any (cheap: no tensor is read)."""
     for name, value in result.metrics.items():
         if isinstance(value, float) and value != value:
             return f"metric {name!r} is NaN"
+    return None
+
+
+def nonfinite_tensor(result: ClientResult) -> str | None:
+    """The first tensor of a client result holding NaN or inf, if any (reads every tensor)."""
+    for name, tensor in result.tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"non-finite values in tensor {name!r}"
     return None
 
 
@@ -78,17 +83,18 @@ class InProcessBackend(Backend):
         self._client_seconds = 0.0
         for task in tasks:
             start = time.perf_counter()
-            # dropout and other global-RNG users get a stream of their own per (round, client)
-            torch.manual_seed(derive_seed(task.seed, "client-rng", task.round, task.client_id))
+            # the client's own randomness (dropout, ...): a stream of its own per (round, client)
+            seed_global_rng(task.seed, "client-rng", task.round, task.client_id)
             try:
                 data = self.client_data(task.client_id, task.round)
                 result = self.algorithm.client_update(self.model, global_state, data, task)
-                problem = check_finite(result)
-                outcomes.append(ClientFailure(task.client_id, task.round, problem) if problem else result)
             except Exception as err:  # a failing client is recorded; the round goes on by policy
                 where = traceback.extract_tb(err.__traceback__)[-1]
                 outcomes.append(
                     ClientFailure(task.client_id, task.round, f"{type(err).__name__}: {err} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})")
                 )
-            self._client_seconds += time.perf_counter() - start
+                continue
+            finally:
+                self._client_seconds += time.perf_counter() - start
+            outcomes.append(result)
         return outcomes

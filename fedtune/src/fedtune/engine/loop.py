@@ -25,7 +25,13 @@ from fedtune.config import ConfigError, Experiment, load_experiment
 from fedtune.data import FederatedDataset, load_federated
 from fedtune.data.base import ClientData, Examples
 from fedtune.engine import evaluate as evaluation
-from fedtune.engine.backend import Backend, ClientFailure, InProcessBackend
+from fedtune.engine.backend import (
+    Backend,
+    ClientFailure,
+    InProcessBackend,
+    nan_metric,
+    nonfinite_tensor,
+)
 from fedtune.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from fedtune.engine.sampling import sample_clients
 from fedtune.models import build_model
@@ -56,6 +62,13 @@ def _round_floats(obj, digits: int = 8):
     if isinstance(obj, list):
         return [_round_floats(v, digits) for v in obj]
     return obj
+
+
+def _first_nonfinite(state: State) -> str | None:
+    for name, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            return name
+    return None
 
 
 class Run:
@@ -106,25 +119,22 @@ class Run:
         outcomes = self.backend.run(list(tasks.values()), self.global_state)
         results = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
-        needed = max(exp.failures.min_clients, math.ceil(exp.failures.min_fraction * len(sampled)))
-        if len(results) < needed:
-            detail = "; ".join(f"client {f.client_id}: {f.error}" for f in failures[:3])
-            raise RunError(f"round {rnd}: only {len(results)} of {len(sampled)} clients succeeded (need {needed}); {detail}")
-        self.global_state = self.algorithm.aggregate(rnd, self.global_state, results)
-        for name, tensor in self.global_state.items():
-            if not torch.isfinite(tensor).all():
-                raise RunError(f"round {rnd}: the aggregated global tensor {name!r} holds NaN or inf; lower server.lr or check the clients' updates")
+        failures += [ClientFailure(r.client_id, rnd, p) for r in results if (p := nan_metric(r))]
+        results = [r for r in results if not nan_metric(r)]
+        self._require_enough(rnd, sampled, results, failures)
+        results, failures = self._aggregate(rnd, sampled, results, failures)
         n = sum(r.num_examples for r in results)
+        down = {str(t.client_id): self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()}
         record: dict = {
             "round": rnd,
             "sampled": sampled,
             "failures": [f.to_json() for f in failures],
             "train_loss": sum(r.metrics.get("loss", 0.0) * r.num_examples for r in results) / max(n, 1),
             "bytes_up": sum(r.bytes_up for r in results),
-            "bytes_down": sum(self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()),
+            "bytes_down": sum(down.values()),
         }
         record["client_bytes_up"] = {str(r.client_id): r.bytes_up for r in results}
-        record["client_bytes_down"] = {str(t.client_id): self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()}
+        record["client_bytes_down"] = down
         record.update(self._client_summaries(results))
         record.update(self.algorithm.round_metrics())
         eval_start = time.perf_counter()
@@ -135,6 +145,44 @@ class Run:
         record["eval_s"] = end - eval_start
         record["wall_s"] = end - start
         return record
+
+    def _require_enough(self, rnd: int, sampled: list[int], results: list, failures: list[ClientFailure]) -> None:
+        needed = max(self.exp.failures.min_clients, math.ceil(self.exp.failures.min_fraction * len(sampled)))
+        if len(results) < needed:
+            detail = "; ".join(f"client {f.client_id}: {f.error}" for f in failures[:3])
+            raise RunError(f"round {rnd}: only {len(results)} of {len(sampled)} clients succeeded (need {needed}); {detail}")
+
+    def _try_aggregate(self, rnd: int, results: list[ClientResult]) -> tuple[State | None, str | None]:
+        """The new global state, or None and what went wrong."""
+        try:
+            state = self.algorithm.aggregate(rnd, self.global_state, results)
+        except FloatingPointError as err:  # server optimizers that refuse non-finite input (Flash)
+            return None, f"the server step failed: {err}"
+        bad = _first_nonfinite(state)
+        return (None, f"the aggregated global tensor {bad!r} holds NaN or inf") if bad else (state, None)
+
+    def _aggregate(self, rnd: int, sampled: list[int], results: list[ClientResult], failures: list[ClientFailure]):
+        """Aggregate, then check the new global model once.
+
+        NaN and inf propagate through the weighted mean, so a finite result means every
+        client's update was finite, and a round reads no client tensor twice. Otherwise
+        the clients with non-finite tensors are recorded as failed, the server state is
+        restored and the round is aggregated again without them.
+        """
+        before = self.algorithm.state_dict()
+        state, problem = self._try_aggregate(rnd, results)
+        if problem is not None:
+            culprits = {r.client_id: p for r in results if (p := nonfinite_tensor(r))}
+            if culprits:
+                failures = failures + [ClientFailure(cid, rnd, p) for cid, p in culprits.items()]
+                results = [r for r in results if r.client_id not in culprits]
+                self._require_enough(rnd, sampled, results, failures)
+                self.algorithm.load_state_dict(before)
+                state, problem = self._try_aggregate(rnd, results)
+        if problem is not None:
+            raise RunError(f"round {rnd}: {problem}; lower server.lr or check the clients' updates")
+        self.global_state = state
+        return results, failures
 
     @staticmethod
     def _client_summaries(results: list[ClientResult]) -> dict:
