@@ -171,6 +171,19 @@ class ShakespeareOptions(DatasetOptions):
     )
 
 
+def roles_with_text(min_chars: int, max_roles: int | None, seed: int, purpose: str) -> tuple[dict, list]:
+    """Role texts of at least ``min_chars`` characters, and a seeded choice of at most
+    ``max_roles`` of their keys (sorted), shared by the character- and token-level tasks."""
+    texts = {k: v for k, v in role_texts(parse_speeches()).items() if len(v) >= min_chars}
+    if not texts:
+        raise ConfigError(f"data.options.min_chars: no role speaks {min_chars} characters; lower it")
+    keys = sorted(texts)
+    if max_roles is not None and len(keys) > max_roles:
+        chosen = numpy_rng(seed, purpose).choice(len(keys), max_roles, replace=False)
+        keys = [keys[i] for i in sorted(chosen)]
+    return texts, keys
+
+
 def vocabulary(texts: list[str]) -> list[str]:
     """The sorted characters of ``texts``; id 0 is reserved for characters outside it."""
     return ["\0", *sorted(set("".join(texts)))]
@@ -180,21 +193,7 @@ def vocabulary(texts: list[str]) -> list[str]:
 def load_shakespeare(options: dict, seed: int) -> RawDataset:
     """LEAF next-character prediction, one natural group per speaking role (Caldas et al. 2018)."""
     opts = parse_options(ShakespeareOptions, options, "shakespeare")
-    texts = {
-        k: v
-        for k, v in role_texts(parse_speeches()).items()
-        if len(v) >= max(opts.min_chars, opts.seq_len + 1)
-    }
-    if not texts:
-        raise ConfigError(
-            f"data.options.min_chars: no role speaks {opts.min_chars} characters; lower it"
-        )
-    keys = sorted(texts)
-    if opts.max_roles is not None and len(keys) > opts.max_roles:
-        chosen = numpy_rng(seed, "shakespeare-roles").choice(
-            len(keys), opts.max_roles, replace=False
-        )
-        keys = [keys[i] for i in sorted(chosen)]
+    texts, keys = roles_with_text(max(opts.min_chars, opts.seq_len + 1), opts.max_roles, seed, "shakespeare-roles")
     vocab = vocabulary(
         list(texts.values())
     )  # from all kept-size roles, so it does not depend on the sample

@@ -30,7 +30,7 @@ from fedtune.config import ConfigError
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
 from fedtune.data.registry import DATASETS, RawDataset
-from fedtune.data.shakespeare import Speech, parse_speeches, role_texts
+from fedtune.data.shakespeare import Speech, parse_speeches, roles_with_text
 from fedtune.seeding import numpy_rng
 
 
@@ -169,17 +169,7 @@ def token_sequences(
 def load_shakespeare_lm(options: dict, seed: int) -> RawDataset:
     """Next-token prediction, one natural group per speaking role; see the module docstring."""
     opts = parse_options(LMOptions, options, "shakespeare_lm")
-    texts = {k: v for k, v in role_texts(parse_speeches()).items() if len(v) >= opts.min_chars}
-    if not texts:
-        raise ConfigError(
-            f"data.options.min_chars: no role speaks {opts.min_chars} characters; lower it"
-        )
-    keys = sorted(texts)
-    if opts.max_roles is not None and len(keys) > opts.max_roles:
-        chosen = numpy_rng(seed, "shakespeare-lm-roles").choice(
-            len(keys), opts.max_roles, replace=False
-        )
-        keys = [keys[i] for i in sorted(chosen)]
+    texts, keys = roles_with_text(opts.min_chars, opts.max_roles, seed, "shakespeare-lm-roles")
     tok = _tokenizer(opts.tokenizer)
     pad_id = int(tok.pad_token_id)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
