@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from fedtune.config import ConfigError, load_experiment
@@ -169,17 +170,15 @@ def datasets_show(
     """Per-client example counts of a partition, and a label-distribution plot."""
     from rich.table import Table
 
-    from fedtune.config import DataConfig, apply_overrides
+    from fedtune.config import DataConfig, apply_overrides, format_validation_error
     from fedtune.data import load_federated
     from fedtune.data.show import describe, plot_label_distribution
 
     raw = apply_overrides({"name": name, "partition": partition, "alpha": alpha, "num_clients": clients, "options": {}}, [f"options.{o}" for o in option or []])
     try:
         cfg = DataConfig.model_validate(raw)
-    except Exception as err:  # pydantic ValidationError, phrased by the config module
-        from fedtune.config import _format_validation_error
-
-        fail("data." + _format_validation_error(err))
+    except ValidationError as err:
+        fail("data." + format_validation_error(err))
     fed = load_federated(cfg, seed)
     rows = describe(fed)
     table = Table(title=f"{name}: {fed.num_clients} clients, {partition} partition")

@@ -128,7 +128,7 @@ class Experiment(Strict):
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "experiment"
     msg = first["msg"].removeprefix("Value error, ")
@@ -180,7 +180,7 @@ def validate_components(exp: Experiment) -> None:
     try:
         ALGORITHMS.get(exp.algorithm.name).Params(**exp.algorithm.hyperparameters())
     except ValidationError as err:
-        raise ConfigError("algorithm." + _format_validation_error(err)) from None
+        raise ConfigError("algorithm." + format_validation_error(err)) from None
     accepted = inspect.signature(SERVER_OPTIMIZERS.get(exp.server.name).__init__).parameters
     for key in exp.server.arguments():
         if key not in accepted:
@@ -203,6 +203,6 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
     validate_components(exp)
     return exp

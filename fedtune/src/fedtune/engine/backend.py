@@ -45,12 +45,18 @@ def nan_metric(result: ClientResult) -> str | None:
     return None
 
 
-def nonfinite_tensor(result: ClientResult) -> str | None:
-    """The first tensor of a client result holding NaN or inf, if any (reads every tensor)."""
-    for name, tensor in result.tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            return f"non-finite values in tensor {name!r}"
+def first_nonfinite(state: State) -> str | None:
+    """The name of the first tensor of ``state`` holding NaN or inf, if any."""
+    for name, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            return name
     return None
+
+
+def nonfinite_tensor(result: ClientResult) -> str | None:
+    """What is wrong with a client result whose tensors hold NaN or inf, if anything."""
+    name = first_nonfinite(result.tensors)
+    return None if name is None else f"non-finite values in tensor {name!r}"
 
 
 class Backend(ABC):

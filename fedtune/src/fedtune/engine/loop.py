@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from fedtune.algorithms import ALGORITHMS, Algorithm, ClientResult
 from fedtune.config import ConfigError, Experiment, load_experiment
 from fedtune.data import FederatedDataset, load_federated
@@ -29,6 +27,7 @@ from fedtune.engine.backend import (
     Backend,
     ClientFailure,
     InProcessBackend,
+    first_nonfinite,
     nan_metric,
     nonfinite_tensor,
 )
@@ -62,13 +61,6 @@ def _round_floats(obj, digits: int = 8):
     if isinstance(obj, list):
         return [_round_floats(v, digits) for v in obj]
     return obj
-
-
-def _first_nonfinite(state: State) -> str | None:
-    for name, tensor in state.items():
-        if not torch.isfinite(tensor).all():
-            return name
-    return None
 
 
 class Run:
@@ -116,15 +108,16 @@ class Run:
         start = time.perf_counter()
         sampled = sample_clients(exp.seed, rnd, self.fed.num_clients, exp.clients_per_round)
         tasks = self.algorithm.configure_round(rnd, sampled, self.global_state, exp.seed)
+        down = {str(t.client_id): self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()}
         outcomes = self.backend.run(list(tasks.values()), self.global_state)
         results = [o for o in outcomes if isinstance(o, ClientResult)]
         failures = [o for o in outcomes if isinstance(o, ClientFailure)]
-        failures += [ClientFailure(r.client_id, rnd, p) for r in results if (p := nan_metric(r))]
-        results = [r for r in results if not nan_metric(r)]
+        nan_metrics = {r.client_id: p for r in results if (p := nan_metric(r))}
+        failures += [ClientFailure(cid, rnd, p) for cid, p in nan_metrics.items()]
+        results = [r for r in results if r.client_id not in nan_metrics]
         self._require_enough(rnd, sampled, results, failures)
         results, failures = self._aggregate(rnd, sampled, results, failures)
         n = sum(r.num_examples for r in results)
-        down = {str(t.client_id): self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()}
         record: dict = {
             "round": rnd,
             "sampled": sampled,
@@ -158,7 +151,7 @@ class Run:
             state = self.algorithm.aggregate(rnd, self.global_state, results)
         except FloatingPointError as err:  # server optimizers that refuse non-finite input (Flash)
             return None, f"the server step failed: {err}"
-        bad = _first_nonfinite(state)
+        bad = first_nonfinite(state)
         return (None, f"the aggregated global tensor {bad!r} holds NaN or inf") if bad else (state, None)
 
     def _aggregate(self, rnd: int, sampled: list[int], results: list[ClientResult], failures: list[ClientFailure]):

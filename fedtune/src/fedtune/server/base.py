@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import torch
 from torch import Tensor
 
 from fedtune.registry import Registry
@@ -62,6 +61,3 @@ def new_optimizer(name: str, **kwargs) -> ServerOptimizer:
 def _to_cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
-
-def zeros_like_state(state: State) -> State:
-    return {k: torch.zeros_like(v) for k, v in state.items()}

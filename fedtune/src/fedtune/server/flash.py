@@ -36,13 +36,13 @@ import torch
 from torch import Tensor
 
 from fedtune.server.base import SERVER_OPTIMIZERS, State, _to_cpu
-from fedtune.server.fedopt import FedOpt, lr_summary
+from fedtune.server.fedopt import FedAdam, lr_summary
 
 _STATE_DTYPE = torch.float64
 
 
 @SERVER_OPTIMIZERS.register("flash")
-class Flash(FedOpt):
+class Flash(FedAdam):
     """Flash: FedAdam plus a per-coordinate drift estimate d that raises the step size.
 
     Parameters
@@ -59,6 +59,9 @@ class Flash(FedOpt):
         Where √v_t - d_t + τ < τ, use FedAdam's denominator √v_t + τ for that
         coordinate (counted in ``round_metrics()["flash_guarded"]``). ``False`` applies
         equation (5) as written, which can reverse a coordinate's step.
+
+    ``round_metrics()`` gives ``eff_lr_*`` of η / (denominator used), ``flash_guarded``
+    (coordinates the guard caught), ``flash_nonfinite``, mean d and mean β3 of the last step.
     """
 
     def __init__(
@@ -72,10 +75,6 @@ class Flash(FedOpt):
         super().__init__(lr=lr, beta1=beta1, beta2=beta2, tau=tau, bias_correction=False)
         self.guard = guard
         self.d: State = {}
-
-    def second_moment(self, v: Tensor, delta: Tensor) -> Tensor:
-        """Equation (2), FedAdam's second moment."""
-        return self.beta2 * v + (1 - self.beta2) * delta * delta
 
     def drift(self, d: Tensor, v_prev: Tensor, v: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
         """Equations (3) and (4): (d_t, β3_t) from d_{t-1}, v_{t-1}, v_t and Δ_t."""
@@ -99,7 +98,7 @@ class Flash(FedOpt):
             # .to(): state loaded from a CPU checkpoint follows the update's device
             m_prev, v_prev, d_prev = (s.get(k, zeros).to(g.device) for s in (self.m, self.v, self.d))
             m = self.beta1 * m_prev + (1 - self.beta1) * g  # (1)
-            v = self.second_moment(v_prev, g)  # (2)
+            v = self.second_moment(v_prev, g)  # (2), FedAdam's
             d, beta3 = self.drift(d_prev, v_prev, v, g)  # (3), (4)
             self.m[k], self.v[k], self.d[k] = m, v, d
 
@@ -133,11 +132,6 @@ class Flash(FedOpt):
                 "flash_beta3_mean": beta3_sum / coords,
             }
         return out
-
-    def round_metrics(self) -> dict[str, float]:
-        """``eff_lr_*`` of η / (denominator used), ``flash_guarded`` (coordinates the guard
-        caught), ``flash_nonfinite``, mean d and mean β3 of the last step."""
-        return dict(self._metrics)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "d": _to_cpu(self.d)}
