@@ -24,7 +24,6 @@ import json
 import os
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+
+from communitybots.web.serving import free_port, wait_until_serving
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent
@@ -49,12 +50,6 @@ ANSWERS = [
     "We ordered groceries online, usually on Tuesdays, and the delivery was often late.",
     "Video calls with friends helped, but I missed seeing people in person.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -182,16 +177,10 @@ def main() -> None:
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.3)
+        try:
+            wait_until_serving(base, server, timeout=120)
+        except RuntimeError as err:
+            raise SystemExit(f"server did not start ({err}): {log_path.read_text()[-2000:]}") from None
         cpu_before = cpu_seconds(server.pid)
         latencies, errors, retried, accepted, wall = asyncio.run(run_clients(base, args))
         server_cpu = cpu_seconds(server.pid) - cpu_before

@@ -3,18 +3,13 @@ the load benchmark (stop it and start another on the same port = a server restar
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import uvicorn
 from fastapi import FastAPI
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from communitybots.web.serving import free_port  # noqa: F401  (re-exported for the tests)
 
 
 class LiveServer:

@@ -8,12 +8,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-from live_server import free_port
 from web_support import SURVEY
+
+from communitybots.web.serving import free_port, wait_until_serving
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -28,16 +28,11 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(base + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stdout.read().decode()
-            assert time.monotonic() < deadline, "the server did not answer within 90 s"
-            time.sleep(0.3)
+        try:
+            wait_until_serving(base, server, timeout=90)
+        except RuntimeError as err:
+            output = server.stdout.read().decode() if server.poll() is not None else ""
+            raise AssertionError(f"{err}\n{output}") from None
         with httpx.Client(base_url=base) as client:
             token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
             assert client.post("/consent", data={"csrf_token": token, "consent": "yes"}).status_code == 303
