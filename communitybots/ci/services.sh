@@ -4,7 +4,7 @@
 #   COMMUNITYBOTS_TEST_POSTGRES_URL  the same API tests run on this server
 #   COMMUNITYBOTS_CHROMIUM           the browser of the end-to-end test
 # Idempotent; never exits the calling shell; a failure only leaves a variable unset
-# (the tests that need it are then skipped with the reason).
+# (the tests that need it are then skipped with the reason, or fail under CI=true).
 
 _cb_services() {
   local pkgs=()
@@ -23,7 +23,7 @@ _cb_services() {
   local version
   version="$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1 || true)"
   if [ -z "$version" ]; then
-    echo "communitybots services: no PostgreSQL; the PostgreSQL tests will be skipped" >&2
+    echo "communitybots services: no PostgreSQL; the PostgreSQL tests will be skipped (fail under CI=true)" >&2
     return 0
   fi
   if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -q "^$version main$"; then

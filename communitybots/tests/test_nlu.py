@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from services import require
 
 from communitybots import nlu as nlu_mod
 from communitybots.ctm import Event, Reply
@@ -163,8 +164,9 @@ def test_relevance_falls_back_to_tfidf_without_embeddings(survey, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not nlu_mod.embeddings_available(), reason="embeddings extra not installed")
 def test_embedding_relevance_with_minilm(survey):
+    require(nlu_mod.embeddings_available(), "embeddings extra not installed "
+            "(pip install 'communitybots[embeddings]'; make install does)")
     n = NLU(survey, relevance="embeddings")
     assert n.relevance_backend == "embeddings"
     _, topic = survey.topic("delivery")
