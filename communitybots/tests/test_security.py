@@ -81,7 +81,11 @@ def test_login_errors_and_no_open_redirect(make_client) -> None:
     assert "HttpOnly" in ok.headers["set-cookie"] and "SameSite=strict" in ok.headers["set-cookie"]
 
 
-def test_password_guessing_is_throttled(make_client) -> None:
+def test_password_guessing_is_throttled(make_client, monkeypatch) -> None:
+    from communitybots.web import accounts
+    from communitybots.web.throttle import Backoff
+
+    monkeypatch.setattr(accounts, "ACCOUNT", Backoff("login_acct", free=5, base_s=60))
     client = make_client()
     make_admin(client)
     for _ in range(5):
@@ -91,20 +95,34 @@ def test_password_guessing_is_throttled(make_client) -> None:
     blocked = client.post("/admin/login", data={"csrf_token": csrf(client), "username": "ada",
                                                 "password": "correct horse battery"})
     assert blocked.status_code == 429 and "Too many failed logins for this account" in blocked.text
-    assert 1 <= int(blocked.headers["retry-after"]) <= 900
+    assert 1 <= int(blocked.headers["retry-after"]) <= 60
 
 
-def test_login_throttle_window() -> None:
-    from communitybots.web.accounts import LoginThrottle
+def test_login_backoff_doubles_and_resets(database_url) -> None:
+    import datetime as dt
 
-    throttle = LoginThrottle(limit=2, window_s=60)
-    throttle.failed("ada", now=0.0)
-    assert throttle.wait_s("ada", now=1.0) == 0
-    throttle.failed("ada", now=10.0)
-    assert throttle.wait_s("ada", now=11.0) == 49
-    assert throttle.wait_s("ada", now=60.5) == 0  # the first failure left the window
-    throttle.succeeded("ada")
-    assert throttle.wait_s("bob", now=0.0) == 0
+    from communitybots.store import make_engine, migrate
+    from communitybots.web.throttle import Backoff
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    backoff = Backoff("t", free=2, base_s=10, max_s=35, reset_s=3600)
+    t0 = dt.datetime(2026, 1, 1)
+    at = lambda s: t0 + dt.timedelta(seconds=s)  # noqa: E731
+    assert backoff.reserve(engine, "ada", at(0)) == 0  # 1st failure: free
+    assert backoff.reserve(engine, "ada", at(1)) == 0  # 2nd: now blocked 10 s
+    assert backoff.reserve(engine, "ada", at(2)) == 9  # refused, and not counted
+    assert backoff.failures(engine, "ada") == 2
+    assert backoff.reserve(engine, "ada", at(11)) == 0  # 3rd: 20 s
+    assert backoff.wait_s(engine, "ada", at(12)) == 19
+    assert backoff.reserve(engine, "ada", at(31)) == 0  # 4th: 40 s, capped at 35
+    assert backoff.wait_s(engine, "ada", at(31)) == 35
+    assert backoff.reserve(engine, "bob", at(31)) == 0  # other keys are apart
+    assert backoff.reserve(engine, "ada", at(31 + 35 + 3600)) == 0  # an hour quiet: reset
+    assert backoff.failures(engine, "ada") == 1
+    backoff.clear(engine, "ada")
+    assert backoff.failures(engine, "ada") == 0
+    engine.dispose()
 
 
 def test_forms_without_the_csrf_token_are_refused(make_client) -> None:

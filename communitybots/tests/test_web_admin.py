@@ -25,6 +25,11 @@ from communitybots.cli import app as cli
 from communitybots.store import Admin, Answer, EventRow, Message, Participant
 
 
+def admin_csrf(client) -> str:
+    """The CSRF token of the researcher pages (derived from the login session)."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin").text).group(1)
+
+
 def _study(make_client):
     """Two participants per condition; one multi participant finishes with a questionnaire."""
     clients = []
@@ -57,7 +62,7 @@ def test_admin_create_by_the_cli_then_login_and_logout(make_client, database_url
     assert stored.startswith("$argon2id$") and "a long enough secret" not in stored
     log_in(client, "grace", "a long enough secret")
     assert client.get("/admin").status_code == 200
-    client.post("/admin/logout", data={"csrf_token": csrf(client)})
+    client.post("/admin/logout", data={"csrf_token": admin_csrf(client)})
     assert client.get("/admin/summary.json").status_code == 401  # the session is gone
 
 
@@ -142,8 +147,13 @@ def test_deleting_one_participant(make_client) -> None:
     with admin.app.state.sessions() as db:
         victim = db.scalar(select(Participant).order_by(Participant.id))
         keep = db.scalar(select(func.count(Message.id)).where(Message.participant_id != victim.id))
+    unconfirmed = admin.post(f"/admin/participants/{victim.public_id}/delete",
+                             data={"csrf_token": admin_csrf(admin)})
+    assert "Tick the box to confirm the deletion." in unconfirmed.text
+    with admin.app.state.sessions() as db:
+        assert db.get(Participant, victim.id) is not None  # nothing deleted unconfirmed
     response = admin.post(f"/admin/participants/{victim.public_id}/delete",
-                          data={"csrf_token": csrf(admin)})
+                          data={"csrf_token": admin_csrf(admin), "confirm": victim.public_id})
     assert response.status_code == 200 and f"Deleted all data of participant {victim.public_id}" in response.text
     with admin.app.state.sessions() as db:
         for table in (Message, EventRow, Answer):

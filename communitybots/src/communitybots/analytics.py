@@ -61,9 +61,14 @@ def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
     return {c: getattr(obj, c) for c in columns}
 
 
-def load(db: Session, survey_pk: int | None = None) -> StudyData:
-    """Read the study's tables (optionally one survey version) into ``StudyData``."""
+def load(db: Session, survey_pk: int | None = None, *,
+         include_excluded: bool = False) -> StudyData:
+    """Read the study's tables (optionally one survey version) into ``StudyData``;
+    participants a researcher excluded (e.g. a flood from one address) are left out
+    unless ``include_excluded``."""
     pq = select(Participant)
+    if not include_excluded:
+        pq = pq.where(Participant.excluded_at.is_(None))
     if survey_pk is not None:
         pq = pq.where(Participant.survey_pk == survey_pk)
     participants = db.scalars(pq.order_by(Participant.id)).all()

@@ -522,7 +522,9 @@ class CTM:
         item, sim = self.nlu.faq.match(turn.message[: self.nlu.config.max_analyzed_chars])
         done, total = turn.s.progress
         fill = {"agent": turn.agent.name, "survey": self.survey.title,
-                "topics_left": str(total - done), "minutes": f"{self.policy.max_minutes:g}"}
+                "topics_left": str(total - done),
+                "minutes": f"{self.policy.expected_minutes:g}",
+                "limit": f"{self.policy.max_minutes:g}"}
         if item is None:
             text = (f"I'm {turn.agent.name}, a chatbot asking about {turn.agent.domain}. "
                     "I may not be able to answer that, but I'm happy to keep listening.")

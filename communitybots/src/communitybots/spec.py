@@ -140,8 +140,9 @@ class FAQItem(_Model):
     Attributes:
         id (str): item id.
         examples (list[str]): ways participants ask it (matched by TF-IDF similarity).
-        answer (str): the reply; ``{agent}``, ``{survey}``, ``{topics_left}`` and
-            ``{minutes}`` are filled in.
+        answer (str): the reply; ``{agent}``, ``{survey}``, ``{topics_left}``,
+            ``{minutes}`` (the policy's ``expected_minutes``) and ``{limit}`` (its
+            ``max_minutes``) are filled in.
     """
 
     id: str = Field(pattern=_ID)
@@ -163,7 +164,11 @@ class Policy(_Model):
         max_clarifications (int): rephrasings of one question before moving on (default 2).
         max_abusive (int): abusive messages tolerated before the survey ends (default 3).
         max_turns (int): participant messages before the survey ends (default 200).
-        max_minutes (float): minutes before the survey ends (default 60).
+        max_minutes (float): minutes of active time before the survey ends (default 60);
+            the platform counts a gap between two messages up to 5 minutes, so a break
+            does not end the conversation.
+        expected_minutes (float): how long the conversation usually takes, as the
+            consent page and the FAQ say (default 20; at most ``max_minutes``).
         count_dont_know_as_low_quality (bool): a "don't know" extends the low-quality
             run (default True).
     """
@@ -176,7 +181,15 @@ class Policy(_Model):
     max_abusive: int = Field(default=3, ge=1)
     max_turns: int = Field(default=200, ge=1)
     max_minutes: float = Field(default=60.0, gt=0)
+    expected_minutes: float = Field(default=20.0, gt=0)
     count_dont_know_as_low_quality: bool = True
+
+    @model_validator(mode="after")
+    def _expected_within_limit(self) -> Policy:
+        if self.expected_minutes > self.max_minutes:
+            raise ValueError(f"expected_minutes ({self.expected_minutes:g}) is more than "
+                             f"max_minutes ({self.max_minutes:g})")
+        return self
 
 
 class NLUConfig(_Model):

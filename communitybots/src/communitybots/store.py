@@ -12,8 +12,11 @@ participants    one per consenting person: condition, CTM state (JSON), progress
 messages        what each side said: who, agent, topic, text, intent, quality parts
 events          the CTM's decisions with their reasons, interleaved with messages by seq
 answers         post-survey answers in long format (participant, item, value)
-admins          researcher accounts (argon2 hashes)
+admins          researcher accounts (argon2 hashes; ``disabled_at`` blocks a login)
 admin_sessions  researcher login sessions (hashes of the cookie tokens)
+admin_devices   browsers a researcher logged in from (hashes of the device cookies)
+throttle        counters shared by all server processes: failed logins per address,
+                account and device, consents per address (rows expire after a day)
 
 A participant's messages and events share one sequence counter (``seq``) so a
 transcript replays in the exact order things happened. A participant message carries
@@ -93,6 +96,17 @@ class Participant(Base):
     consented_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     chat_finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    #: last message (or consent): idle sessions expire, and gaps count towards active time
+    last_active_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    #: seconds of active time (gaps between messages, each capped), the CTM's time budget
+    active_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    #: the browser's session was ended (completion, "I'm a new participant", idle expiry)
+    session_ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    #: random id shared by the consents of one address within one rate-limit window
+    origin_group: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    #: excluded from the analysis (dashboard, summary) by a researcher, with the reason
+    excluded_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    exclusion_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     # optimistic locking: an UPDATE whose version moved on raises StaleDataError
     __mapper_args__ = {"version_id_col": version}
@@ -172,6 +186,7 @@ class Admin(Base):
     password_hash: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class AdminSession(Base):
@@ -184,6 +199,35 @@ class AdminSession(Base):
     )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AdminDevice(Base):
+    """A browser that logged in to an account: its failed logins are counted apart from
+    the account's, so password guessing elsewhere cannot lock the owner out of it."""
+
+    __tablename__ = "admin_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_id: Mapped[int] = mapped_column(
+        ForeignKey("admins.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ThrottleRow(Base):
+    """One counter of ``web/throttle.py``: (scope, key) with its window and block."""
+
+    __tablename__ = "throttle"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    tag: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -202,13 +246,16 @@ def make_engine(url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 10,
     The pool holds up to ``pool_size + max_overflow`` (40) connections: as many as the
     server's thread pool has threads, so no request thread waits for a connection.
     """
+    # hide_parameters: a failing statement's error (and so the server log) never shows
+    # the values it carried, i.e. what a participant wrote
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
-                               pool_size=pool_size, max_overflow=max_overflow)
+                               pool_size=pool_size, max_overflow=max_overflow,
+                               hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
-                         pool_pre_ping=True)
+                         pool_pre_ping=True, hide_parameters=True)
 
 
 def _alembic(engine: Engine, action: str, revision: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +35,17 @@ from communitybots.ctm import Event, Reply, State
 from communitybots.spec import Survey
 from communitybots.store import EventRow, Message, Participant, utcnow
 
+from .inputs import text_problem
 from .security import completion_code, new_token, token_hash
 from .settings import CONDITIONS, Settings
 from .study import Study
 
 SKIP_TEXT = "Skip topic"  # the NLU rules read it as a skip command
 MAX_ATTEMPTS = 8
+#: a gap between two messages counts towards the time budget up to this long: a break
+#: does not end the conversation, thinking and typing count
+ACTIVE_GAP_S = 300.0
+CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class TurnError(Exception):
@@ -60,8 +66,12 @@ class TurnResult:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _elapsed(participant: Participant, now: dt.datetime) -> float:
-    return max(0.0, (now - participant.consented_at).total_seconds())
+def active_seconds(participant: Participant, now: dt.datetime) -> float:
+    """The participant's active time at ``now``: what was counted so far plus the gap
+    since their last message (or consent), that gap counting at most ``ACTIVE_GAP_S``."""
+    last = participant.last_active_at or participant.consented_at
+    gap = min(max(0.0, (now - last).total_seconds()), ACTIVE_GAP_S)
+    return (participant.active_s or 0.0) + gap
 
 
 def cues(survey: Survey, state: State, status: str) -> dict[str, Any]:
@@ -140,7 +150,8 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
     return stored
 
 
-def start(db: Session, study: Study, condition: str, assignment: str) -> tuple[Participant, str]:
+def start(db: Session, study: Study, condition: str, assignment: str,
+          origin_group: str | None = None) -> tuple[Participant, str]:
     """Create a consenting participant and the engine's opening turn; returns the token."""
     survey, ctm = study.engine(study.survey_pk, condition, db)
     state, replies, events = ctm.start(now=0.0)
@@ -150,6 +161,7 @@ def start(db: Session, study: Study, condition: str, assignment: str) -> tuple[P
         public_id=secrets.token_hex(8), token_hash=token_hash(token), survey_pk=study.survey_pk,
         condition=condition, assignment=assignment, status="chatting",
         state_json=state.to_json(), next_seq=0, next_turn=0, consented_at=now,
+        last_active_at=now, active_s=0.0, origin_group=origin_group,
     )
     db.add(participant)
     db.flush()
@@ -158,10 +170,34 @@ def start(db: Session, study: Study, condition: str, assignment: str) -> tuple[P
     return participant, token
 
 
-def find_participant(db: Session, token: str | None) -> Participant | None:
-    if not token:
+def find_participant(db: Session, token: str | None,
+                     idle_minutes: float | None = None) -> Participant | None:
+    """The participant of a session cookie, unless that session ended (completion, "I'm a
+    new participant") or has been idle for more than ``idle_minutes``."""
+    if not token or len(token) > 100:
         return None
-    return db.scalar(select(Participant).where(Participant.token_hash == token_hash(token)))
+    participant = db.scalar(select(Participant).where(
+        Participant.token_hash == token_hash(token), Participant.session_ended_at.is_(None)))
+    if participant is None or idle_minutes is None:
+        return participant
+    last = participant.last_active_at or participant.consented_at
+    if utcnow() - last > dt.timedelta(minutes=idle_minutes):
+        return None
+    return participant
+
+
+def end_session(db: Session, participant: Participant) -> None:
+    """The browser's cookie opens this participant's session no more (their data stays)."""
+    if participant.session_ended_at is None:
+        participant.session_ended_at = utcnow()
+        try:
+            db.commit()
+        except StaleDataError:  # a turn of this session committed meanwhile: end it anyway
+            db.rollback()
+            fresh = db.get(Participant, participant.id, populate_existing=True)
+            if fresh is not None and fresh.session_ended_at is None:
+                fresh.session_ended_at = utcnow()
+                db.commit()
 
 
 def transcript(db: Session, study: Study, participant: Participant) -> dict[str, Any]:
@@ -205,6 +241,11 @@ def check_rate(db: Session, participant: Participant, settings: Settings, now: d
 def validate_message(text: str, client_id: str, settings: Settings) -> None:
     if not client_id or len(client_id) > 64:
         raise TurnError(400, "client_id must be 1 to 64 characters")
+    if not CLIENT_ID.match(client_id):
+        raise TurnError(400, "client_id may hold only letters, digits, '.', '_', ':' and '-'")
+    problem = text_problem(text, "message")
+    if problem:
+        raise TurnError(400, problem)
     if len(text) > settings.max_message_chars:
         raise TurnError(413, f"message too long: {len(text)} characters, the limit is "
                         f"{settings.max_message_chars}")
@@ -234,7 +275,8 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
             raise TurnError(409, "the conversation has ended; no more messages are accepted")
         now = utcnow()
         check_rate(db, participant, settings, now)
-        new_state, replies, events = ctm.step(state, text, now=_elapsed(participant, now))
+        active = active_seconds(participant, now)
+        new_state, replies, events = ctm.step(state, text, now=active)
         analysed = next((e for e in events if e.kind == "message_analyzed"), None)
         data = dict(analysed.data) if analysed is not None else {}
         quality = data.get("quality") or {}
@@ -251,6 +293,7 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
                       created_at=now)
         bot_messages = _append(db, participant, turn, list(replies), list(events), now, first=own)
         participant.state_json = new_state.to_json()
+        participant.active_s, participant.last_active_at = active, now
         if new_state.finished:
             participant.chat_finished_at = now
             participant.status = "post_survey" if survey.post_survey else "completed"

@@ -15,11 +15,11 @@ from communitybots.store import Admin, AdminSession, Participant, utcnow
 from . import conversation
 from .security import (
     ADMIN_COOKIE,
-    CSRF_COOKIE,
     CSRF_FIELD,
     CSRF_HEADER,
     PARTICIPANT_COOKIE,
     csrf_matches,
+    expected_csrf,
     token_hash,
 )
 from .settings import Settings
@@ -57,26 +57,39 @@ def get_study(request: Request) -> Study:
     return request.app.state.study
 
 
+def secure_cookie(request: Request, settings: Settings) -> bool:
+    """Cookies are ``Secure`` over HTTPS (directly or through a trusted proxy) or when
+    the platform is told so (``--secure-cookies``)."""
+    return settings.secure_cookies or request.url.scheme == "https"
+
+
 def csrf_token(request: Request) -> str:
-    """The browser's CSRF token (set as a cookie by the middleware of ``app.py``)."""
+    """The CSRF token of this page (see ``security.expected_csrf``; the middleware of
+    ``app.py`` sets it)."""
     return request.state.csrf_token
+
+
+def _expected(request: Request) -> str | None:
+    return expected_csrf(request.url.path, dict(request.cookies))
 
 
 async def check_csrf_form(request: Request) -> None:
     form = await request.form()
     submitted = form.get(CSRF_FIELD)
-    if not csrf_matches(request.cookies.get(CSRF_COOKIE), submitted if isinstance(submitted, str) else None):
+    if not csrf_matches(_expected(request), submitted if isinstance(submitted, str) else None):
         raise CSRFError()
 
 
 def check_csrf_header(request: Request) -> None:
-    if not csrf_matches(request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)):
+    if not csrf_matches(_expected(request), request.headers.get(CSRF_HEADER)):
         raise CSRFError()
 
 
 def optional_participant(request: Request,
                          db: Annotated[Session, Depends(get_db)]) -> Participant | None:
-    return conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE))
+    settings: Settings = request.app.state.settings
+    return conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE),
+                                         idle_minutes=settings.session_idle_minutes)
 
 
 def current_participant(
@@ -94,7 +107,7 @@ def current_admin(request: Request, db: Annotated[Session, Depends(get_db)]) -> 
     if login is None or login.expires_at <= utcnow():
         raise NotAuthenticated()
     admin = db.get(Admin, login.admin_id)
-    if admin is None:
+    if admin is None or admin.disabled_at is not None:
         raise NotAuthenticated()
     return admin
 

@@ -21,8 +21,19 @@ class Settings:
         rate_limit_messages (int): messages one participant may send per window
             (default 20).
         rate_limit_window_s (float): the rate-limit window in seconds (default 60).
-        secure_cookies (bool): mark cookies ``Secure`` (set behind HTTPS; default False).
+        secure_cookies (bool): mark cookies ``Secure`` even on requests that arrived as
+            plain HTTP (a TLS proxy that sends no ``X-Forwarded-Proto``); requests seen
+            as HTTPS always get ``Secure`` cookies and HSTS (default False).
         admin_session_hours (float): lifetime of a researcher login (default 12).
+        max_body_bytes (int): largest request body read; a longer one is refused with
+            413 while it is being read (default 256 KiB).
+        consents_per_address (int): consents one client address may make per
+            ``consent_window_s`` (default 20; 0: no limit).
+        consent_window_s (float): the window of ``consents_per_address`` (default 3600).
+        max_participants (int | None): the study's quota; consent is refused once this
+            many participants (not excluded) took part (default None: no quota).
+        session_idle_minutes (float): a participant session with no message for this
+            long ends: its cookie opens nothing more (default 120).
         migrate (bool): run Alembic migrations at start-up (default True).
         relevance (str | None): relevance backend of the NLU ("tfidf" | "embeddings" |
             "auto"); None keeps the survey's ``nlu.relevance`` (default None).
@@ -34,6 +45,11 @@ class Settings:
     rate_limit_window_s: float = 60.0
     secure_cookies: bool = False
     admin_session_hours: float = 12.0
+    max_body_bytes: int = 256 * 1024
+    consents_per_address: int = 20
+    consent_window_s: float = 3600.0
+    max_participants: int | None = None
+    session_idle_minutes: float = 120.0
     migrate: bool = True
     relevance: str | None = None
 

@@ -10,11 +10,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from communitybots import analytics
-from communitybots.store import Answer, EventRow, Message, Participant
+from communitybots.store import Answer, EventRow, Message, Participant, utcnow
 
 from .. import accounts, plots
-from ..deps import DB, AppSettings, CurrentAdmin, CurrentStudy, check_csrf_form
-from ..security import ADMIN_COOKIE
+from ..deps import DB, AppSettings, CurrentAdmin, CurrentStudy, check_csrf_form, secure_cookie
+from ..inputs import InputError, check_text
+from ..security import ADMIN_COOKIE, DEVICE_COOKIE
 from ..study import Study
 from ..templating import templates
 
@@ -40,23 +41,33 @@ async def login(request: Request, db: DB,
     form = await request.form()
     username, password = str(form.get("username", "")), str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "")))
-    throttle: accounts.LoginThrottle = request.app.state.login_throttle
-    wait = throttle.wait_s(username)
-    if wait:
-        return templates.TemplateResponse(request, "admin_login.html", {
-            "next": target, "error": f"Too many failed logins for this account; try again "
-                                     f"in {wait} s."}, status_code=429,
-            headers={"Retry-After": str(wait)})
-    token = accounts.log_in(db, username, password, settings.admin_session_hours)
-    if token is None:
-        throttle.failed(username)
-        return templates.TemplateResponse(request, "admin_login.html", {
-            "next": target, "error": "Wrong username or password."}, status_code=401)
-    throttle.succeeded(username)
+
+    def page(error: str, status: int, headers: dict[str, str] | None = None) -> Response:
+        return templates.TemplateResponse(request, "admin_login.html",
+                                          {"next": target, "error": error},
+                                          status_code=status, headers=headers)
+
+    try:
+        accounts.check_login_input(username, password)
+    except InputError as err:
+        return page(str(err), 400)
+    result = accounts.attempt_login(
+        db, request.app.state.engine, username, password,
+        address=request.client.host if request.client else None,
+        device_token=request.cookies.get(DEVICE_COOKIE), hours=settings.admin_session_hours)
+    if result.wait_s:
+        return page(result.why, 429, {"Retry-After": str(result.wait_s)})
+    if result.session is None:
+        return page("Wrong username or password.", 401)
+    secure = secure_cookie(request, settings)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", path="/admin",
-                        secure=settings.secure_cookies,
+    response.set_cookie(ADMIN_COOKIE, result.session, httponly=True, samesite="strict",
+                        path="/admin", secure=secure,
                         max_age=int(settings.admin_session_hours * 3600))
+    if result.device:
+        response.set_cookie(DEVICE_COOKIE, result.device, httponly=True, samesite="strict",
+                            path="/admin/login", secure=secure,
+                            max_age=accounts.DEVICE_DAYS * 86400)
     return response
 
 
@@ -77,7 +88,10 @@ def dashboard(request: Request, admin: CurrentAdmin,
               db: DB, study: CurrentStudy) -> Response:
     order = [t.id for _a, t in study.survey.topics()]
     summary = analytics.summary(analytics.load(db), order)
+    excluded = db.scalar(select(func.count(Participant.id))
+                         .where(Participant.excluded_at.is_not(None))) or 0
     return templates.TemplateResponse(request, "admin_dashboard.html", {
+        "excluded": excluded,
         "admin": admin, "survey": study.survey, "s": summary, "fmt": analytics.fmt,
         "conditions": analytics.CONDITIONS, "titles": _topic_titles(study),
         "plots": [(name, caption) for name, (caption, _r) in plots.PLOTS.items()],
@@ -111,7 +125,15 @@ def participants(request: Request, admin: CurrentAdmin,
                              .group_by(Message.participant_id)).all())
     rows = db.scalars(select(Participant).order_by(Participant.id.desc())).all()
     return templates.TemplateResponse(request, "admin_participants.html", {
-        "admin": admin, "rows": rows, "counts": counts, "deleted": deleted})
+        "admin": admin, "rows": rows, "counts": counts, "deleted": deleted,
+        "groups": _group_sizes(db)})
+
+
+def _group_sizes(db: Session) -> dict[str, int]:
+    """Participants per origin group (consents of one address in one window)."""
+    return dict(db.execute(select(Participant.origin_group, func.count(Participant.id))
+                           .where(Participant.origin_group.is_not(None))
+                           .group_by(Participant.origin_group)).all())
 
 
 def _participant(db: Session, public_id: str) -> Participant:
@@ -123,7 +145,7 @@ def _participant(db: Session, public_id: str) -> Participant:
 
 @router.get("/participants/{public_id}", response_class=HTMLResponse)
 def transcript(request: Request, public_id: str, admin: CurrentAdmin,
-               db: DB, study: CurrentStudy) -> Response:
+               db: DB, study: CurrentStudy, confirm_delete: bool = False) -> Response:
     p = _participant(db, public_id)
     survey, _ = study.engine(p.survey_pk, p.condition, db)
     messages = db.scalars(select(Message).where(Message.participant_id == p.id)).all()
@@ -133,9 +155,11 @@ def transcript(request: Request, public_id: str, admin: CurrentAdmin,
         key=lambda x: x[0])
     answers = db.scalars(select(Answer).where(Answer.participant_id == p.id)
                          .order_by(Answer.item_id)).all()
+    group = _group_sizes(db).get(p.origin_group or "", 0)
     return templates.TemplateResponse(request, "admin_transcript.html", {
         "admin": admin, "p": p, "items": items, "answers": answers, "survey": survey,
-        "parts": analytics.QUALITY_PARTS})
+        "parts": analytics.QUALITY_PARTS, "group_size": group,
+        "confirm_delete": confirm_delete})
 
 
 def delete_participant(db: Session, participant: Participant) -> None:
@@ -147,7 +171,56 @@ def delete_participant(db: Session, participant: Participant) -> None:
 
 
 @router.post("/participants/{public_id}/delete", dependencies=[Depends(check_csrf_form)])
-def delete_one(public_id: str, _admin: CurrentAdmin,
-               db: DB) -> Response:
-    delete_participant(db, _participant(db, public_id))
+async def delete_one(request: Request, public_id: str, _admin: CurrentAdmin,
+                     db: DB) -> Response:
+    participant = _participant(db, public_id)
+    form = await request.form()
+    if form.get("confirm") != public_id:  # the form's "yes, delete" box carries the id
+        return RedirectResponse(f"/admin/participants/{public_id}?confirm_delete=true",
+                                status_code=303)
+    delete_participant(db, participant)
     return RedirectResponse(f"/admin/participants?deleted={public_id}", status_code=303)
+
+
+MAX_REASON = 200
+
+
+async def _reason(request: Request) -> str:
+    form = await request.form()
+    raw = form.get("reason")
+    reason = raw.strip() if isinstance(raw, str) else ""
+    return check_text(reason, "reason", MAX_REASON) or "excluded by a researcher"
+
+
+@router.post("/participants/{public_id}/exclude", dependencies=[Depends(check_csrf_form)])
+async def exclude_one(request: Request, public_id: str, _admin: CurrentAdmin,
+                      db: DB) -> Response:
+    """Leave one participant out of the analysis (``include`` takes them back)."""
+    p = _participant(db, public_id)
+    p.excluded_at, p.exclusion_reason = utcnow(), await _reason(request)
+    db.commit()
+    return RedirectResponse(f"/admin/participants/{public_id}", status_code=303)
+
+
+@router.post("/participants/{public_id}/include", dependencies=[Depends(check_csrf_form)])
+def include_one(public_id: str, _admin: CurrentAdmin, db: DB) -> Response:
+    p = _participant(db, public_id)
+    p.excluded_at, p.exclusion_reason = None, None
+    db.commit()
+    return RedirectResponse(f"/admin/participants/{public_id}", status_code=303)
+
+
+@router.post("/groups/{group}/exclude", dependencies=[Depends(check_csrf_form)])
+async def exclude_group(request: Request, group: str, _admin: CurrentAdmin,
+                        db: DB) -> Response:
+    """Leave out every participant of one origin group (a flood from one address)."""
+    reason = await _reason(request)
+    rows = db.scalars(select(Participant).where(Participant.origin_group == group)).all()
+    if not rows:
+        raise HTTPException(404, f"no origin group {group!r}")
+    now = utcnow()
+    for p in rows:
+        if p.excluded_at is None:
+            p.excluded_at, p.exclusion_reason = now, reason
+    db.commit()
+    return RedirectResponse("/admin/participants", status_code=303)

@@ -29,11 +29,13 @@ _P = [Participant.public_id.label("participant"), Participant.condition]
 TABLES: dict[str, tuple[list[str], Select[Any]]] = {
     "participants": (
         ["participant", "condition", "assignment", "status", "consented_at",
-         "chat_finished_at", "completed_at", "completion_code"],
+         "chat_finished_at", "completed_at", "completion_code", "active_s", "origin_group",
+         "excluded_at", "exclusion_reason"],
         select(Participant.public_id.label("participant"), Participant.condition,
                Participant.assignment, Participant.status, Participant.consented_at,
                Participant.chat_finished_at, Participant.completed_at,
-               Participant.completion_code).order_by(Participant.id),
+               Participant.completion_code, Participant.active_s, Participant.origin_group,
+               Participant.excluded_at, Participant.exclusion_reason).order_by(Participant.id),
     ),
     "messages": (
         ["participant", "condition", "seq", "turn", "role", "agent_id", "agent_name",

@@ -7,13 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from communitybots.store import Answer, utcnow
+from communitybots.store import Answer, Participant, utcnow
 
 from .. import conversation
+from ..conversation import ACTIVE_GAP_S
 from ..deps import (
     DB,
     AppSettings,
@@ -22,10 +24,14 @@ from ..deps import (
     OptionalParticipant,
     check_csrf_form,
     check_csrf_header,
+    secure_cookie,
 )
+from ..inputs import text_problem
 from ..security import PARTICIPANT_COOKIE, completion_code
-from ..settings import CONDITIONS
+from ..settings import CONDITIONS, Settings
+from ..study import Study
 from ..templating import templates
+from ..throttle import Window, address_key
 
 router = APIRouter(tags=["participant"])
 
@@ -38,14 +44,47 @@ class MessageIn(BaseModel):
     kind: str = Field(default="message", pattern="^(message|skip_button)$")
 
 
+SESSION_COOKIE_S = 24 * 3600  # the server ends idle sessions well before (settings)
+
+
+def _quota_left(db: Session, settings: Settings) -> int | None:
+    """Participants the quota still admits (None: no quota). Participants a researcher
+    excluded do not count."""
+    if settings.max_participants is None:
+        return None
+    taken = db.scalar(select(func.count(Participant.id))
+                      .where(Participant.excluded_at.is_(None))) or 0
+    return max(0, settings.max_participants - taken)
+
+
+def _landing(request: Request, study: Study, status: int = 200,
+             headers: dict[str, str] | None = None, **context: Any) -> Response:
+    policy = study.survey.policy
+    return templates.TemplateResponse(request, "landing.html", {
+        "survey": study.survey, "condition": None, "bad_condition": False, "resume": None,
+        "error": None, "full": False, "expected_minutes": f"{policy.expected_minutes:g}",
+        "max_minutes": f"{policy.max_minutes:g}", "break_minutes": f"{ACTIVE_GAP_S / 60:g}",
+        **context}, status_code=status, headers=headers)
+
+
 @router.get("/", response_class=HTMLResponse)
 def landing(request: Request, participant: OptionalParticipant, study: CurrentStudy,
-            condition: str | None = None) -> Response:
+            db: DB, settings: AppSettings, condition: str | None = None) -> Response:
     fixed = condition if condition in CONDITIONS else None
-    return templates.TemplateResponse(request, "landing.html", {
-        "survey": study.survey, "condition": fixed, "bad_condition": bool(condition) and not fixed,
-        "resume": _NEXT_PAGE[participant.status] if participant else None,
-    })
+    return _landing(request, study, condition=fixed,
+                    bad_condition=bool(condition) and not fixed,
+                    resume=_NEXT_PAGE[participant.status] if participant else None,
+                    full=_quota_left(db, settings) == 0)
+
+
+@router.post("/leave", dependencies=[Depends(check_csrf_form)])
+def leave(participant: OptionalParticipant, db: DB) -> Response:
+    """"I'm a new participant": end this browser's session and start over."""
+    if participant is not None:
+        conversation.end_session(db, participant)
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(PARTICIPANT_COOKIE)
+    return response
 
 
 @router.post("/consent", dependencies=[Depends(check_csrf_form)])
@@ -53,18 +92,30 @@ async def consent(request: Request, db: DB,
                   study: CurrentStudy,
                   settings: AppSettings) -> Response:
     form = await request.form()
-    if form.get("consent") != "yes":
-        return templates.TemplateResponse(request, "landing.html", {
-            "survey": study.survey, "condition": form.get("condition") or None,
-            "error": "Please tick the consent box to take part.", "resume": None,
-        }, status_code=400)
     requested = form.get("condition")
-    condition, assignment = conversation.choose_condition(
-        requested if isinstance(requested, str) and requested else None)
-    _participant, token = conversation.start(db, study, condition, assignment)
+    requested = requested if isinstance(requested, str) and requested else None
+    fixed = requested if requested in CONDITIONS else None
+    if form.get("consent") != "yes":
+        return _landing(request, study, 400, condition=fixed,
+                        error="Please tick the consent box to take part.")
+    if _quota_left(db, settings) == 0:
+        return _landing(request, study, 403, condition=fixed, full=True)
+    group = None
+    if settings.consents_per_address:
+        window = Window("consent", settings.consents_per_address, settings.consent_window_s)
+        wait, group = window.take(request.app.state.engine, address_key(
+            request.client.host if request.client else None))
+        if wait:
+            minutes = max(1, round(wait / 60))
+            return _landing(request, study, 429, condition=fixed, error=(
+                f"Too many new conversations from this address; try again in about "
+                f"{minutes} minute{'s' if minutes != 1 else ''}."),
+                headers={"Retry-After": str(wait)})
+    condition, assignment = conversation.choose_condition(requested)
+    _participant, token = conversation.start(db, study, condition, assignment, group)
     response = RedirectResponse("/chat", status_code=303)
     response.set_cookie(PARTICIPANT_COOKIE, token, httponly=True, samesite="lax",
-                        secure=settings.secure_cookies, max_age=60 * 60 * 24 * 30)
+                        secure=secure_cookie(request, settings), max_age=SESSION_COOKIE_S)
     return response
 
 
@@ -130,6 +181,9 @@ async def post_survey_submit(request: Request,
         elif len(value) > 5000:
             errors.append(f"{item.text}: at most 5000 characters")
             continue
+        elif text_problem(value, "the answer"):
+            errors.append(f"{item.text}: {text_problem(value, 'the answer')}")
+            continue
         if value:
             values[item.id] = value
     if errors:
@@ -152,12 +206,18 @@ async def post_survey_submit(request: Request,
 
 @router.get("/done", response_class=HTMLResponse)
 def done_page(request: Request, participant: CurrentParticipant,
-              study: CurrentStudy) -> Response:
+              study: CurrentStudy, db: DB) -> Response:
+    """The completion code, shown once: the session ends here, so the next person at
+    this browser (a kiosk, a library computer) starts afresh and sees nothing of it."""
     if participant.status != "completed":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
-    return templates.TemplateResponse(request, "done.html", {
-        "survey": study.survey, "code": participant.completion_code,
+    code = participant.completion_code
+    conversation.end_session(db, participant)
+    response = templates.TemplateResponse(request, "done.html", {
+        "survey": study.survey, "code": code,
     })
+    response.delete_cookie(PARTICIPANT_COOKIE)
+    return response
 
 
 @router.get("/agents.css")

@@ -102,6 +102,7 @@
     label.textContent = mine ? "You" : (m.agent_name || "Bot");
     const text = document.createElement("p");
     text.className = "text";
+    text.dir = "auto"; // right-to-left text (or an override character) stays inside its bubble
     text.textContent = m.text;
     div.append(label, text);
     log.append(div);
