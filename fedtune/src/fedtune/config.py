@@ -19,17 +19,18 @@ Every error names the field (``data.alpha: ...``) in one line.
 
 from __future__ import annotations
 
-import inspect
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedtune.data.drift import DriftConfig
+from fedtune.data.partition import PARTITIONERS
+from fedtune.errors import ConfigError, UnknownNameError, format_validation_error
 
-class ConfigError(ValueError):
-    """A problem with an experiment's configuration, phrased as one line."""
+__all__ = ["ConfigError", "DataConfig", "Experiment", "format_validation_error", "load_experiment", "validate_components"]
 
 
 class Strict(BaseModel):
@@ -41,7 +42,9 @@ class DataConfig(Strict):
 
     name: str = Field("mnist", description="registered dataset name, or hf:<id-or-path>")
     num_clients: int = Field(100, ge=1, description="number of clients (ignored by natural partitions)")
-    partition: Literal["iid", "dirichlet", "natural"] = Field("iid", description="how examples are assigned to clients")
+    partition: Annotated[str, AfterValidator(PARTITIONERS.validator())] = Field(
+        "iid", description=f"how examples are assigned to clients: {', '.join(PARTITIONERS.names())}"
+    )
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration α (smaller = more label skew)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of each client's examples for validation")
     test_fraction: float = Field(0.2, ge=0, lt=1, description="share of each client's examples for testing")
@@ -98,11 +101,6 @@ class FailureConfig(Strict):
     min_fraction: float = Field(0.5, gt=0, le=1, description="... and at least this share of the sampled ones")
 
 
-# Imported here, after ConfigError and DataConfig exist: importing fedtune.data.drift runs
-# fedtune/data/__init__.py, which imports those two names back from this module.
-from fedtune.data.drift import DriftConfig  # noqa: E402
-
-
 class Experiment(Strict):
     """One federated experiment."""
 
@@ -126,16 +124,6 @@ class Experiment(Strict):
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
-
-
-def format_validation_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "experiment"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key; remove it or check its spelling"
-    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
-    return f"{loc}: {msg}{more}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -163,28 +151,39 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def validate_components(exp: Experiment) -> None:
-    """Names and hyperparameters that only the registries can check."""
+    """Names and hyperparameters that only the registries can check.
+
+    Each name is looked up in its registry (which also resolves ``hf:<id-or-path>``
+    without loading anything); an algorithm's ``[algorithm]`` table is validated by its
+    ``Params`` model, the ``[server]`` table by the server optimizer's ``Params``, and an
+    algorithm that declares ``server_optimizers`` refuses any other server optimizer.
+    """
+    # Imported here: fedtune.algorithms imports this module.
     from fedtune.algorithms import ALGORITHMS
     from fedtune.data import DATASETS
     from fedtune.models import MODELS
     from fedtune.server import SERVER_OPTIMIZERS
 
-    if not exp.data.name.startswith("hf:") and exp.data.name not in DATASETS:
-        raise ConfigError(f"data.name: unknown dataset {exp.data.name!r}; choose one of: {', '.join(DATASETS.names())} or hf:<id>")
-    if not exp.model.name.startswith("hf:") and exp.model.name not in MODELS:
-        raise ConfigError(f"model.name: unknown model {exp.model.name!r}; choose one of: {', '.join(MODELS.names())} or hf:<id>")
-    if exp.algorithm.name not in ALGORITHMS:
-        raise ConfigError(f"algorithm.name: unknown algorithm {exp.algorithm.name!r}; choose one of: {', '.join(ALGORITHMS.names())}")
-    if exp.server.name not in SERVER_OPTIMIZERS:
-        raise ConfigError(f"server.name: unknown server optimizer {exp.server.name!r}; choose one of: {', '.join(SERVER_OPTIMIZERS.names())}")
+    lookups = (("data.name", DATASETS, exp.data.name), ("model.name", MODELS, exp.model.name),
+               ("algorithm.name", ALGORITHMS, exp.algorithm.name), ("server.name", SERVER_OPTIMIZERS, exp.server.name))
+    for field, registry, name in lookups:
+        try:
+            registry.get(name)
+        except UnknownNameError as err:
+            raise ConfigError(f"{field}: {err}") from None
+    algorithm = ALGORITHMS.get(exp.algorithm.name)
     try:
-        ALGORITHMS.get(exp.algorithm.name).Params(**exp.algorithm.hyperparameters())
+        algorithm.Params(**exp.algorithm.hyperparameters())
     except ValidationError as err:
-        raise ConfigError("algorithm." + format_validation_error(err)) from None
-    accepted = inspect.signature(SERVER_OPTIMIZERS.get(exp.server.name).__init__).parameters
-    for key in exp.server.arguments():
-        if key not in accepted:
-            raise ConfigError(f"server.{key}: {exp.server.name} takes no such argument; it takes {', '.join(k for k in accepted if k != 'self')}")
+        raise ConfigError("algorithm." + format_validation_error(err, algorithm.Params.model_fields)) from None
+    server = SERVER_OPTIMIZERS.get(exp.server.name)
+    server.parse_params(None, exp.server.arguments())
+    allowed = getattr(algorithm, "server_optimizers", None)  # None: any server optimizer
+    if allowed is not None and exp.server.name not in allowed:
+        raise ConfigError(
+            f"server.name: algorithm {exp.algorithm.name!r} works only with the server optimizer "
+            f"{' or '.join(map(repr, allowed))}; set [server] name = \"{allowed[0]}\" (got {exp.server.name!r})"
+        )
     if exp.clients_per_round > exp.data.num_clients and exp.data.partition != "natural":
         raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
 

@@ -1,18 +1,21 @@
-"""A tiny name -> object registry, so no module dispatches on names with if/elif."""
+"""A tiny name -> object registry, so no module dispatches on names with if/elif.
+
+Besides plain names, a registry can resolve a *prefix*: ``hf:<id-or-path>`` names a
+Hugging Face dataset or model, so the dataset and model registries hold a factory for
+the prefix and ``get("hf:bert-base-uncased")`` returns that factory's object for the
+rest of the name. Callers never look at the prefix themselves.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from fedtune.errors import UnknownNameError
+
 T = TypeVar("T")
 
-
-class UnknownNameError(KeyError):
-    """Raised for a name that is not registered; its message lists the known names."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
+__all__ = ["Registry", "UnknownNameError"]
 
 
 class Registry(Generic[T]):
@@ -21,6 +24,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._prefixes: dict[str, tuple[Callable[[str], T], str]] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -31,19 +35,55 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_prefix(self, prefix: str, usage: str) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+        """Register ``factory(rest) -> object`` for names ``<prefix><rest>``.
+
+        ``usage`` is how error messages list it (``"hf:<id-or-path>"``). The factory may
+        raise :class:`UnknownNameError` for a ``rest`` it cannot serve.
+        """
+
+        def decorator(factory: Callable[[str], T]) -> Callable[[str], T]:
+            if prefix in self._prefixes:
+                raise ValueError(f"{self.kind} prefix {prefix!r} is registered twice")
+            self._prefixes[prefix] = (factory, usage)
+            return factory
+
+        return decorator
+
     def get(self, name: str) -> T:
-        try:
+        """The object registered as ``name``, or made by the factory of its prefix."""
+        if name in self._items:
             return self._items[name]
-        except KeyError:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
-            ) from None
+        for prefix, (factory, _) in self._prefixes.items():
+            if name.startswith(prefix):
+                return factory(name.removeprefix(prefix))
+        raise UnknownNameError(self.unknown(name))
+
+    def unknown(self, name: str) -> str:
+        """The one-line message for an unregistered ``name``: what to choose instead."""
+        choices = ", ".join([*sorted(self._items), *(usage for _, usage in self._prefixes.values())])
+        return f"unknown {self.kind} {name!r}; choose one of: {choices}"
+
+    def validator(self) -> Callable[[str], str]:
+        """A check for pydantic's ``AfterValidator``: a registered name passes, another
+        raises ``ValueError`` with :meth:`unknown`'s message, so a configuration field
+        accepts exactly what is registered and the list lives in one place."""
+
+        def check(name: str) -> str:
+            if name not in self:
+                raise ValueError(self.unknown(name))
+            return name
+
+        return check
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        if not isinstance(name, str):
+            return False
+        return name in self._items or any(name.startswith(p) and len(name) > len(p) for p in self._prefixes)
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
 
     def names(self) -> list[str]:
+        """The plain registered names (prefixes aside), sorted."""
         return sorted(self._items)

@@ -1,7 +1,7 @@
 """Datasets, partitioners and the one entry point that builds a federated dataset.
 
 ``load_federated(cfg, seed)`` loads the raw dataset named by ``cfg.name`` (registered in
-:data:`DATASETS`, or ``hf:<id-or-path>``), partitions it over clients with the
+:data:`DATASETS`, which also resolves ``hf:<id-or-path>``), partitions it over clients with the
 registered partitioner ``cfg.partition`` and splits each client's examples into
 train / validation / test. Every random choice derives from ``seed``.
 """
@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedtune.config import ConfigError, DataConfig
-from fedtune.data import digits, mnist, shakespeare, synthetic, text  # noqa: F401  (register the built-in datasets)
+from fedtune.data import digits, hf, mnist, shakespeare, synthetic, text  # noqa: F401  (register the built-in datasets and hf:<id-or-path>)
 from fedtune.data.base import Batch, ClientData, DatasetInfo, Examples, FederatedDataset
 from fedtune.data.partition import PARTITIONERS, partition
 from fedtune.data.registry import DATASETS, RawDataset
-from fedtune.registry import UnknownNameError
+from fedtune.errors import ConfigError, UnknownNameError
 from fedtune.seeding import numpy_rng
 
-HF_PREFIX = "hf:"
+if TYPE_CHECKING:  # fedtune.config imports this package (partition names), not the other way round
+    from fedtune.config import DataConfig
 
 
 def load_raw(name: str, options: dict | None = None, seed: int = 0) -> RawDataset:
@@ -35,16 +36,11 @@ def load_raw(name: str, options: dict | None = None, seed: int = 0) -> RawDatase
 
 @lru_cache(maxsize=8)
 def _load_raw_cached(name: str, options_json: str, seed: int) -> RawDataset:
-    options = json.loads(options_json)
-    if name.startswith(HF_PREFIX):
-        from fedtune.data.hf import load_hf
-
-        return load_hf(name.removeprefix(HF_PREFIX), options, seed)
     try:
         loader = DATASETS.get(name)
     except UnknownNameError as err:
-        raise ConfigError(f"data.name: {err} or hf:<id-or-path>") from None
-    return loader(options, seed)
+        raise ConfigError(f"data.name: {err}") from None
+    return loader(json.loads(options_json), seed)
 
 
 def split_client(

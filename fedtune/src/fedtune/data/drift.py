@@ -30,17 +30,21 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from fedtune.data.base import ClientData, DatasetInfo, Examples
 from fedtune.registry import Registry
 from fedtune.seeding import numpy_rng
+
+# Declared before DriftConfig, which accepts exactly the names registered below.
+SCHEDULES: Registry[type[Schedule]] = Registry("drift schedule")
+DRIFT_KINDS: Registry[type[DriftKind]] = Registry("drift kind")
 
 
 class DriftConfig(BaseModel):
@@ -48,8 +52,12 @@ class DriftConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    kind: Literal["label_swap", "label_shift", "feature"] = Field("label_swap", description="what the new concept changes")
-    schedule: Literal["sudden", "incremental", "recurrent"] = Field("sudden", description="when clients switch concept")
+    kind: Annotated[str, AfterValidator(DRIFT_KINDS.validator())] = Field(
+        "label_swap", description="what the new concept changes (a registered drift kind)"
+    )
+    schedule: Annotated[str, AfterValidator(SCHEDULES.validator())] = Field(
+        "sudden", description="when clients switch concept (a registered drift schedule)"
+    )
     start: int = Field(20, ge=1, description="first round on the drifted concept")
     groups: int = Field(4, ge=1, description="incremental: number of client groups drifting one after another")
     interval: int = Field(5, ge=1, description="incremental: rounds between two groups' drifts")
@@ -84,9 +92,6 @@ class Schedule(ABC):
     @abstractmethod
     def drift_rounds(self, rounds: int) -> list[int]:
         """Rounds ≤ ``rounds`` at which some client's concept changes."""
-
-
-SCHEDULES: Registry[type[Schedule]] = Registry("drift schedule")
 
 
 @SCHEDULES.register("sudden")
@@ -129,9 +134,6 @@ class DriftKind(ABC):
 
     @abstractmethod
     def __call__(self, tensors: dict[str, Tensor], client_id: int, split: str) -> dict[str, Tensor]: ...
-
-
-DRIFT_KINDS: Registry[type[DriftKind]] = Registry("drift kind")
 
 
 def _need_classes(info: DatasetInfo, kind: str) -> None:

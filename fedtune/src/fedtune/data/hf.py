@@ -26,6 +26,9 @@ user) for the ``natural`` partition.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,10 +36,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedtune.config import ConfigError
+from fedtune import hub
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
-from fedtune.data.registry import RawDataset
+from fedtune.data.registry import DATASETS, Loader, RawDataset
+from fedtune.errors import ConfigError
 
 #: file suffix -> packaged ``datasets`` builder
 BUILDERS = {
@@ -83,6 +87,20 @@ class HFOptions(DatasetOptions):
     )
 
 
+@contextlib.contextmanager
+def _datasets_offline(offline: bool) -> Iterator[None]:
+    """``datasets`` reads its offline switch once, at import; set it for one call so that
+    an unreachable hub means "the local cache only" rather than a minute of retries."""
+    import datasets.config
+
+    before = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE = before
+
+
 def _load_table(source: str, opts: HFOptions):
     from datasets import load_dataset
 
@@ -99,11 +117,8 @@ def _load_table(source: str, opts: HFOptions):
         return load_dataset(builder, data_files={opts.split: str(path)}, **kwargs)
     if opts.data_files is not None:
         kwargs["data_files"] = opts.data_files
-    try:
+    with hub.loading(source, "data.name", "dataset") as local_only, _datasets_offline(local_only):
         return load_dataset(str(path) if path.is_dir() else source, opts.config, **kwargs)
-    except (FileNotFoundError, ValueError, ConnectionError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"data.name: cannot load hf:{source}: {first}") from None
 
 
 def _labels(table, column: str) -> tuple[np.ndarray, list[str] | None]:
@@ -143,6 +158,8 @@ def _text(table, opts: HFOptions) -> tuple[dict[str, torch.Tensor], object, int]
         )
     try:
         tokenizer = load_tokenizer(opts.tokenizer)
+    except ConfigError:
+        raise
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"data.options.tokenizer: cannot load {opts.tokenizer!r}: {str(err).splitlines()[0]}"
@@ -239,4 +256,10 @@ def load_hf(source: str, options: dict, seed: int) -> RawDataset:
     return RawDataset(info=info, examples=Examples(tensors), groups=groups)
 
 
-__all__ = ["BUILDERS", "HFOptions", "load_hf"]
+@DATASETS.register_prefix(hub.PREFIX, hub.USAGE)
+def hf_loader(name: str) -> Loader:
+    """``hf:<name>``: :func:`load_hf` for a local file or folder, or a hub id."""
+    return functools.partial(load_hf, hub.source(name))
+
+
+__all__ = ["BUILDERS", "HFOptions", "hf_loader", "load_hf"]

@@ -1,7 +1,7 @@
 """Typed per-dataset options: each loader declares a pydantic model of what it accepts.
 
 ``parse_options(Model, options, dataset)`` turns ``data.options`` into that model and
-reports an unknown key or a bad value as one :class:`~fedtune.config.ConfigError` line
+reports an unknown key or a bad value as one :class:`~fedtune.errors.ConfigError` line
 naming the field (``data.options.seq_len: ...``).
 """
 
@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fedtune.config import ConfigError
+from fedtune.errors import ConfigError
 
 
 class DatasetOptions(BaseModel):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedtune.config import ConfigError
+from fedtune.errors import ConfigError
 from fedtune.registry import Registry
 
 Partitioner = Callable[

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedtune.config import ConfigError
+from fedtune.errors import ConfigError
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
 from fedtune.data.registry import DATASETS, RawDataset

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedtune.config import ConfigError
+from fedtune.errors import ConfigError
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
 from fedtune.data.registry import DATASETS, RawDataset
@@ -77,6 +77,8 @@ def _tokenizer(name: str):
 
     try:
         return load_tokenizer(name)
+    except ConfigError:  # already one line naming data.options.tokenizer
+        raise
     except (OSError, ValueError, ModuleNotFoundError) as err:
         raise ConfigError(
             f"data.options.tokenizer: cannot load tokenizer {name!r} ({type(err).__name__}: {str(err).splitlines()[0]})"

@@ -1,4 +1,8 @@
-"""Model registry and the one entry point that builds a model for a dataset."""
+"""Model registry and the one entry point that builds a model for a dataset.
+
+:data:`MODELS` holds the small models by name and resolves ``hf:<id-or-path>`` to a
+Hugging Face model with peft (:mod:`fedtune.models.hf`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import inspect
 import torch
 from torch import nn
 
-from fedtune.config import ConfigError
 from fedtune.data.base import DatasetInfo
-from fedtune.models import small  # noqa: F401  (registers the small models)
+from fedtune.errors import ConfigError, UnknownNameError
+from fedtune.models import hf, small  # noqa: F401  (register the small models and hf:<id-or-path>)
 from fedtune.models.registry import MODELS
 from fedtune.seeding import derive_seed
 
@@ -19,11 +23,10 @@ def build_model(name: str, info: DatasetInfo, options: dict | None = None, seed:
     options = dict(options or {})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "model-init"))
-        if name.startswith("hf:"):
-            from fedtune.models.hf import build_hf_model
-
-            return build_hf_model(name.removeprefix("hf:"), info, **options)
-        builder = MODELS.get(name)
+        try:
+            builder = MODELS.get(name)
+        except UnknownNameError as err:
+            raise ConfigError(f"model.name: {err}") from None
         accepted = [k for k in inspect.signature(builder).parameters if k != "info"]
         for key in options:
             if key not in accepted:

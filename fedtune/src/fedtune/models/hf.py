@@ -21,6 +21,7 @@ the token that follows position t, -100 where ignored): the model does not shift
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -30,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fedtune import hub
 from fedtune.data.base import Batch, DatasetInfo
+from fedtune.models.registry import MODELS, Builder
 
 PEFT_METHODS = ("lora", "ia3", "bitfit", None)
 
@@ -110,13 +113,18 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_tokenizer(name: str):
-    """The tokenizer of ``name`` (alias, id or folder), with a padding token set."""
+def load_tokenizer(name: str, field: str = "data.options.tokenizer"):
+    """The tokenizer of ``name`` (alias, id or folder), with a padding token set.
+
+    A hub id that cannot be downloaded is a one-line ``ConfigError`` naming ``field``.
+    """
     from transformers import AutoTokenizer
 
     source, gguf_file = resolve(name)
-    with _quiet_transformers():
-        tok = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
+    with _quiet_transformers(), hub.loading(source, field) as local_only:
+        tok = AutoTokenizer.from_pretrained(
+            source, local_files_only=local_only, **({"gguf_file": gguf_file} if gguf_file else {})
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     return tok
@@ -244,7 +252,8 @@ def build_hf_model(
     kwargs: dict = {"dtype": _dtype(dtype), "attn_implementation": attn_implementation}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    with _quiet_transformers():
+    with _quiet_transformers(), hub.loading(source, "model.name") as local_only:
+        kwargs["local_files_only"] = local_only
         if info.task == "classification":
             model = transformers.AutoModelForSequenceClassification.from_pretrained(
                 source, num_labels=info.num_classes, **kwargs)
@@ -287,6 +296,12 @@ def build_hf_model(
     wrapped.head_names = [n for n, p in wrapped.named_parameters() if id(p) in head_params and p.requires_grad]
     model.train()
     return wrapped
+
+
+@MODELS.register_prefix(hub.PREFIX, hub.USAGE)
+def hf_builder(name: str) -> Builder:
+    """``hf:<name>``: :func:`build_hf_model` for an alias, a local folder or file, or a hub id."""
+    return functools.partial(build_hf_model, name if name in ALIASES else hub.source(name))
 
 
 def head_names(model: nn.Module) -> list[str]:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from fedtune.config import ConfigError
+from fedtune.errors import ConfigError
 from fedtune.data.base import Batch, DatasetInfo
 from fedtune.models.registry import MODELS
 

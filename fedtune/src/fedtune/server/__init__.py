@@ -1,17 +1,21 @@
 """Server optimizers (``ServerOptimizer.step(params, delta) -> params``) and their registry."""
 
-from fedtune.server.base import SERVER_OPTIMIZERS, FedAvgOptimizer, ServerOptimizer, new_optimizer
-from fedtune.server.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
-from fedtune.server.flash import Flash
+from fedtune.server.base import SERVER_OPTIMIZERS, FedAvgOptimizer, FedAvgParams, ServerOptimizer, ServerParams, new_optimizer
+from fedtune.server.fedopt import FedAdagrad, FedAdam, FedOpt, FedOptParams, FedYogi
+from fedtune.server.flash import Flash, FlashParams
 
 __all__ = [
     "SERVER_OPTIMIZERS",
     "FedAdagrad",
     "FedAdam",
     "FedAvgOptimizer",
+    "FedAvgParams",
     "FedOpt",
+    "FedOptParams",
     "FedYogi",
     "Flash",
+    "FlashParams",
     "ServerOptimizer",
+    "ServerParams",
     "new_optimizer",
 ]

@@ -14,11 +14,13 @@ FedAdam does, so that runs can be compared with Flower's.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from fedtune.server.base import SERVER_OPTIMIZERS, ServerOptimizer, State, _to_cpu
+from fedtune.server.base import SERVER_OPTIMIZERS, Decay, Positive, ServerOptimizer, ServerParams, State, _to_cpu
 
 _QUANTILE_SAMPLE = 1 << 20  # coordinates used for quantiles (a strided sample beyond this)
 
@@ -39,37 +41,33 @@ def lr_summary(lr: float, denominators: list[Tensor]) -> dict[str, float]:
     }
 
 
+class FedOptParams(ServerParams):
+    """Hyperparameters of FedAdagrad, FedAdam and FedYogi."""
+
+    lr: Positive = Field(1e-2, description="server learning rate η")
+    beta1: Decay = Field(0.9, description="first-moment decay β1, in [0, 1)")
+    beta2: Decay = Field(0.99, description="second-moment decay β2, in [0, 1) (unused by FedAdagrad)")
+    tau: Positive = Field(1e-3, description="adaptivity τ added to √v")
+    bias_correction: bool = Field(
+        False, description="scale η by √(1 - β2^(t+1)) / (1 - β1^(t+1)) as Flower's FedAdam does"
+    )
+
+
 class FedOpt(ServerOptimizer):
     """Base of FedAdagrad, FedAdam and FedYogi: holds m, v and the step count.
 
-    Parameters
-    ----------
-    lr : float, default 1e-2
-        Server learning rate η.
-    beta1 : float, default 0.9
-        First-moment decay β1.
-    beta2 : float, default 0.99
-        Second-moment decay β2 (unused by FedAdagrad).
-    tau : float, default 1e-3
-        Adaptivity τ added to √v.
-    bias_correction : bool, default False
-        Scale η by √(1 - β2^(t+1)) / (1 - β1^(t+1)) as Flower's FedAdam does.
+    Parameters: :class:`FedOptParams` (``lr`` 1e-2, ``beta1`` 0.9, ``beta2`` 0.99,
+    ``tau`` 1e-3, ``bias_correction`` False), given as an object or by name.
     """
 
-    def __init__(
-        self,
-        lr: float = 1e-2,
-        beta1: float = 0.9,
-        beta2: float = 0.99,
-        tau: float = 1e-3,
-        bias_correction: bool = False,
-    ) -> None:
-        if lr <= 0 or tau <= 0:
-            raise ValueError("server lr and tau must be positive")
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError("server beta1 and beta2 must lie in [0, 1)")
-        self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
-        self.bias_correction = bias_correction
+    Params = FedOptParams
+    params: FedOptParams
+
+    def __init__(self, params: FedOptParams | None = None, **overrides: Any) -> None:
+        super().__init__(params, **overrides)
+        p = self.params
+        self.lr, self.beta1, self.beta2, self.tau = p.lr, p.beta1, p.beta2, p.tau
+        self.bias_correction = p.bias_correction
         self.m: State = {}
         self.v: State = {}
         self.t = 0

@@ -32,48 +32,47 @@ Hazards and how they are handled here:
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from fedtune.server.base import SERVER_OPTIMIZERS, State, _to_cpu
-from fedtune.server.fedopt import FedAdam, lr_summary
+from fedtune.server.base import SERVER_OPTIMIZERS, Positive, State, _to_cpu
+from fedtune.server.fedopt import FedAdam, FedOptParams, lr_summary
 
 _STATE_DTYPE = torch.float64
+
+
+class FlashParams(FedOptParams):
+    """Hyperparameters of :class:`Flash`: FedAdam's, without bias correction, plus the guard."""
+
+    tau: Positive = Field(1e-3, description="adaptivity τ added to the denominator √v_t - d_t")
+    bias_correction: Literal[False] = Field(False, description="always off: Flash's update (5) has no bias correction")
+    guard: bool = Field(
+        True,
+        description="where √v_t - d_t + τ < τ, take FedAdam's denominator √v_t + τ (counted in flash_guarded); "
+        "false applies (5) as written, which can reverse a coordinate's step",
+    )
 
 
 @SERVER_OPTIMIZERS.register("flash")
 class Flash(FedAdam):
     """Flash: FedAdam plus a per-coordinate drift estimate d that raises the step size.
 
-    Parameters
-    ----------
-    lr : float, default 1e-2
-        Server learning rate η.
-    beta1 : float, default 0.9
-        First-moment decay β1.
-    beta2 : float, default 0.99
-        Second-moment decay β2.
-    tau : float, default 1e-3
-        Adaptivity τ added to the denominator √v_t - d_t.
-    guard : bool, default True
-        Where √v_t - d_t + τ < τ, use FedAdam's denominator √v_t + τ for that
-        coordinate (counted in ``round_metrics()["flash_guarded"]``). ``False`` applies
-        equation (5) as written, which can reverse a coordinate's step.
+    Parameters: :class:`FlashParams` (``lr`` 1e-2, ``beta1`` 0.9, ``beta2`` 0.99,
+    ``tau`` 1e-3, ``guard`` True), given as an object or by name.
 
     ``round_metrics()`` gives ``eff_lr_*`` of η / (denominator used), ``flash_guarded``
     (coordinates the guard caught), ``flash_nonfinite``, mean d and mean β3 of the last step.
     """
 
-    def __init__(
-        self,
-        lr: float = 1e-2,
-        beta1: float = 0.9,
-        beta2: float = 0.99,
-        tau: float = 1e-3,
-        guard: bool = True,
-    ) -> None:
-        super().__init__(lr=lr, beta1=beta1, beta2=beta2, tau=tau, bias_correction=False)
-        self.guard = guard
+    Params = FlashParams
+    params: FlashParams
+
+    def __init__(self, params: FlashParams | None = None, **overrides: Any) -> None:
+        super().__init__(params, **overrides)
+        self.guard = self.params.guard
         self.d: State = {}
 
     def drift(self, d: Tensor, v_prev: Tensor, v: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
