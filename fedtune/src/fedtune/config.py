@@ -182,7 +182,7 @@ def validate_components(exp: Experiment) -> None:
     if allowed is not None and exp.server.name not in allowed:
         raise ConfigError(
             f"server.name: algorithm {exp.algorithm.name!r} works only with the server optimizer "
-            f"{' or '.join(map(repr, allowed))}; set [server] name = \"{allowed[0]}\" (got {exp.server.name!r})"
+            f"{' or '.join(map(repr, allowed))}; set server.name = \"{allowed[0]}\" (got {exp.server.name!r})"
         )
     if exp.clients_per_round > exp.data.num_clients and exp.data.partition != "natural":
         raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")

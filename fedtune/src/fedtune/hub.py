@@ -6,8 +6,8 @@ shaped like a hub id, before anything is loaded. Loaders wrap their
 ``from_pretrained`` / ``load_dataset`` call in :func:`loading`, which
 
 - checks once per process whether the hub can be reached; when it cannot (no network,
-  or ``HF_HUB_OFFLINE=1``) the call should use the local cache only, instead of
-  retrying for most of a minute;
+  or ``HF_HUB_OFFLINE=1``) it switches the Hugging Face libraries to their local cache
+  for that call, instead of letting them retry for most of a minute;
 - turns a failed load into one :class:`~fedtune.errors.ConfigError` line that says
   the id cannot be downloaded and how to give a local folder instead.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -106,21 +107,46 @@ def _quiet_hub() -> Iterator[None]:
         logger.setLevel(level)
 
 
+# Modules whose HF_HUB_OFFLINE global the libraries consult on every request. They copy
+# the environment variable once, at import, so setting the variable later reaches none.
+_OFFLINE_SWITCHES = ("huggingface_hub.constants", "datasets.config")
+
+
 @contextlib.contextmanager
-def loading(source: str, field: str, repo_type: RepoType = "model") -> Iterator[bool]:
+def _cache_only() -> Iterator[None]:
+    """Put huggingface_hub, transformers and datasets in offline mode for one load.
+
+    ``local_files_only=True`` is not enough: transformers still asks the hub whether a
+    model id has a PEFT adapter, and retries that for half a minute without network.
+    """
+    modules = []
+    for name in _OFFLINE_SWITCHES:
+        with contextlib.suppress(ModuleNotFoundError):
+            modules.append(importlib.import_module(name))
+    saved = [m.HF_HUB_OFFLINE for m in modules]
+    for m in modules:
+        m.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for m, value in zip(modules, saved, strict=True):
+            m.HF_HUB_OFFLINE = value
+
+
+@contextlib.contextmanager
+def loading(source: str, field: str, repo_type: RepoType = "model") -> Iterator[None]:
     """Wrap one load of ``source`` (a hub id or a local path) for the config ``field``.
 
-    Yields ``local_only``: True when ``source`` is a hub id and the hub cannot be
-    reached, so the caller should pass ``local_files_only=True`` (or the library's
-    offline switch). A failed load (``OSError``, ``ValueError``) becomes one
+    When ``source`` is a hub id and the hub cannot be reached, the load uses the local
+    cache only. A failed load (``OSError``, ``ValueError``) becomes one
     :class:`ConfigError` line: for a hub id, that it cannot be downloaded and how to give
     a local folder instead.
     """
     local = is_local(source)
     local_only = not local and not reachable()
     try:
-        with _quiet_hub():
-            yield local_only
+        with _quiet_hub(), (_cache_only() if local_only else contextlib.nullcontext()):
+            yield
     except (OSError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise

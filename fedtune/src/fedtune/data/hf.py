@@ -26,9 +26,7 @@ user) for the ``natural`` partition.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,20 +85,6 @@ class HFOptions(DatasetOptions):
     )
 
 
-@contextlib.contextmanager
-def _datasets_offline(offline: bool) -> Iterator[None]:
-    """``datasets`` reads its offline switch once, at import; set it for one call so that
-    an unreachable hub means "the local cache only" rather than a minute of retries."""
-    import datasets.config
-
-    before = datasets.config.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = before or offline
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE = before
-
-
 def _load_table(source: str, opts: HFOptions):
     from datasets import load_dataset
 
@@ -117,7 +101,7 @@ def _load_table(source: str, opts: HFOptions):
         return load_dataset(builder, data_files={opts.split: str(path)}, **kwargs)
     if opts.data_files is not None:
         kwargs["data_files"] = opts.data_files
-    with hub.loading(source, "data.name", "dataset") as local_only, _datasets_offline(local_only):
+    with hub.loading(source, "data.name", "dataset"):
         return load_dataset(str(path) if path.is_dir() else source, opts.config, **kwargs)
 
 

@@ -121,10 +121,8 @@ def load_tokenizer(name: str, field: str = "data.options.tokenizer"):
     from transformers import AutoTokenizer
 
     source, gguf_file = resolve(name)
-    with _quiet_transformers(), hub.loading(source, field) as local_only:
-        tok = AutoTokenizer.from_pretrained(
-            source, local_files_only=local_only, **({"gguf_file": gguf_file} if gguf_file else {})
-        )
+    with _quiet_transformers(), hub.loading(source, field):
+        tok = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     return tok
@@ -252,8 +250,7 @@ def build_hf_model(
     kwargs: dict = {"dtype": _dtype(dtype), "attn_implementation": attn_implementation}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    with _quiet_transformers(), hub.loading(source, "model.name") as local_only:
-        kwargs["local_files_only"] = local_only
+    with _quiet_transformers(), hub.loading(source, "model.name"):
         if info.task == "classification":
             model = transformers.AutoModelForSequenceClassification.from_pretrained(
                 source, num_labels=info.num_classes, **kwargs)
