@@ -1,7 +1,7 @@
 """fedtune: federated finetuning research and deployment.
 
-Spry (forward-mode AD finetuning), Flow (instance-level personalization), Flash
-(drift-aware server optimization) and the baselines they are measured against.
+Spry (forward-mode AD finetuning), Flash (drift-aware server optimization) and the
+baselines they are measured against.
 """
 
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ from fedtune.measure.cli import bench_app
 from fedtune.registry import UnknownNameError
 
 app = typer.Typer(
-    help="Federated finetuning research: Spry, Flow, Flash and their baselines.",
+    help="Federated finetuning research: Spry, Flash and their baselines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
