@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from communitybots.ctm import CTM, EVENT_KINDS, REPLY_KINDS, State
+from communitybots.nlu import NLU
 from communitybots.spec import load_survey, single_agent
 
 ROOT = Path(__file__).parents[1]
@@ -19,14 +20,20 @@ RICH = ("In March 2020 we turned the spare bedroom into an office with two desks
 LOW = "yes"
 
 
+# Built once per process, at import: the NLU's classifiers take seconds to train, and the
+# mutation runs (``make mutate``) fork a fresh pytest per mutant after importing this module.
+_SURVEY = load_survey(SURVEY)
+_NLU = NLU(_SURVEY, relevance="tfidf")
+
+
 @pytest.fixture(scope="module")
 def survey():
-    return load_survey(SURVEY)
+    return _SURVEY
 
 
 @pytest.fixture(scope="module")
 def ctm(survey):
-    return CTM(survey, relevance="tfidf")
+    return CTM(survey, nlu=_NLU)
 
 
 def with_policy(ctm: CTM, **policy) -> CTM:
