@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHAKESPEARE_DIR := $(VENV)/share/shakespeare
 
-.PHONY: install demo test test-fedtune test-bots bench bots lint clean
+.PHONY: install demo test test-fedtune test-bots mutate bench bots lint clean
 
 install: $(STAMP)
 
@@ -31,11 +31,17 @@ demo: install
 
 test: install test-fedtune test-bots
 
+# coverage (pytest-cov, branch coverage; settings in each pyproject) is printed per file
 test-fedtune: install
-	cd fedtune && ../$(BIN)/pytest
+	cd fedtune && ../$(BIN)/pytest --cov=fedtune --cov-report=term
 
 test-bots: install
-	if [ -d communitybots/tests ]; then cd communitybots && ../$(BIN)/pytest; fi
+	if [ -d communitybots/tests ]; then cd communitybots && ../$(BIN)/pytest --cov=communitybots --cov-report=term; fi
+
+# mutation testing of the science and data modules (slow: not part of `make test`);
+# per-target scores and survivors in runs/mutate/, recorded in docs/mutation.md
+mutate: install
+	$(BIN)/python tools/mutate.py $(TARGETS)
 
 bench: install
 	cd fedtune && ../$(BIN)/python benchmarks/run_all.py
