@@ -1,5 +1,10 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fedtune.cli import app
@@ -77,3 +82,54 @@ def test_datasets_list_and_show(tmp_path):
     assert (tmp_path / "digits_dirichlet_labels.png").exists()
     bad = runner.invoke(app, ["datasets", "show", "digits", "--alpha", "0"])
     assert bad.exit_code == 2 and "alpha" in bad.output
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo_fedavg.toml"
+
+
+def test_help_names_only_what_exists():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "Spry" in result.output and "Flash" in result.output
+    assert "Flow" not in result.output
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ('server.lr="abc"', "server.lr"),
+        ("server.gamma=1", "server.gamma"),
+        ('model.name="hf:/no/such/folder"', "model.name"),
+        ('data.name="hf:/no/such/folder"', "data.name"),
+        ('data.partition="shards"', "data.partition"),
+        ('drift.kind="blur"', "drift.kind"),
+        ('algorithm.name="flash"', "server.name"),  # the demo's server is fedavg
+    ],
+)
+def test_bad_demo_override_is_one_line_exit_2(tmp_path, override, field):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(DEMO), "--set", "rounds=1", "--set", override, "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}: "), result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ('model.name="hf:bert-base-uncased"', "error: model.name: cannot download 'bert-base-uncased' from the Hugging Face hub"),
+        ('data.name="hf:stanfordnlp/imdb"', "error: data.name: cannot download 'stanfordnlp/imdb' from the Hugging Face hub"),
+    ],
+)
+def test_hub_id_without_network_is_one_line_exit_2(tmp_path, override, expected):
+    # A fresh process with an empty cache in offline mode: what a machine without network sees.
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-c", "from fedtune.cli import main; main()", "run", str(DEMO), "--set", "rounds=1",
+           "--set", "model.options={}", "--set", override, "--out", str(tmp_path / "run"), "--quiet"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert "hf download" in lines[0] and '= "hf:DIR"' in lines[0]
+    assert not (tmp_path / "run").exists()

@@ -1,5 +1,9 @@
+import subprocess
+import sys
+
 import pytest
 
+from fedtune import errors
 from fedtune.config import ConfigError, load_experiment, parse_override
 
 
@@ -82,3 +86,168 @@ def test_unknown_model_option_is_a_config_error(make_experiment):
 
     with pytest.raises(ConfigError, match=r"^model.options.depth: mlp takes no such option"):
         run_experiment(make_experiment(model={"name": "mlp", "options": {"depth": 3}}))
+
+
+# -- errors live in one module that imports nothing of the package ---------------------
+
+
+def _fresh_modules(code: str) -> list[str]:
+    """The fedtune modules a fresh interpreter has loaded after running ``code``."""
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(m for m in sys.modules if m.startswith('fedtune')))"],
+        capture_output=True, text=True, check=True,
+    )
+    return out.stdout.split()
+
+
+def test_errors_module_imports_nothing_of_the_package():
+    assert sorted(_fresh_modules("import fedtune.errors")) == ["fedtune", "fedtune.errors"]
+
+
+def test_old_error_locations_still_work():
+    import fedtune.config
+    import fedtune.registry
+
+    assert fedtune.config.ConfigError is errors.ConfigError
+    assert fedtune.registry.UnknownNameError is errors.UnknownNameError
+    assert issubclass(errors.RunError, RuntimeError)
+
+
+def test_data_models_and_server_do_not_import_config():
+    # the loop config -> data -> config is gone: data, models and server import fedtune.errors
+    loaded = _fresh_modules("import fedtune.data, fedtune.data.drift, fedtune.models, fedtune.server")
+    assert "fedtune.config" not in loaded
+    # and config imports cleanly whichever module comes first
+    _fresh_modules("import fedtune.data.drift, fedtune.config")
+
+
+# -- fixed name lists come from the registries ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.partition='shards'", "data.partition: unknown partition 'shards'; choose one of: dirichlet, iid, natural"),
+        ("drift.kind='blur'", "drift.kind: unknown drift kind 'blur'; choose one of: feature, label_shift, label_swap"),
+        ("drift.schedule='weekly'", "drift.schedule: unknown drift schedule 'weekly'; choose one of: incremental, recurrent, sudden"),
+    ],
+)
+def test_unknown_kind_names_the_registered_ones(tmp_path, override, message):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, BASE), [override])
+    assert str(err.value) == message
+
+
+def test_a_newly_registered_partition_or_drift_kind_is_accepted_without_other_edits(tmp_path, monkeypatch):
+    from fedtune.data.drift import DRIFT_KINDS, SCHEDULES
+    from fedtune.data.partition import PARTITIONERS, iid
+
+    monkeypatch.setitem(PARTITIONERS._items, "shards", iid)
+    monkeypatch.setitem(DRIFT_KINDS._items, "blur", DRIFT_KINDS.get("feature"))
+    monkeypatch.setitem(SCHEDULES._items, "weekly", SCHEDULES.get("sudden"))
+    exp = load_experiment(write(tmp_path, BASE), ["data.partition='shards'", "drift.kind='blur'", "drift.schedule='weekly'"])
+    assert (exp.data.partition, exp.drift.kind, exp.drift.schedule) == ("shards", "blur", "weekly")
+
+
+# -- hf:<id-or-path> ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["model.name", "data.name"])
+@pytest.mark.parametrize("name", ["hf:/no/such/folder", "hf:./no/such/file.csv", "hf:"])
+def test_hf_path_that_does_not_exist_is_refused_at_validation(tmp_path, field, name):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, BASE), [f"{field}='{name}'"])
+    message = str(err.value)
+    assert message.startswith(f"{field}: hf:"), message
+    assert "\n" not in message
+
+
+def test_hf_names_resolve_through_the_registries(tmp_path):
+    from fedtune.data import DATASETS
+    from fedtune.models import MODELS
+
+    (tmp_path / "toy.csv").write_text("f1,label\n1,0\n2,1\n")
+    assert "hf:ylecun/mnist" in DATASETS and "hf:bert-base-uncased" in MODELS
+    assert "hf:" not in DATASETS
+    assert callable(DATASETS.get(f"hf:{tmp_path / 'toy.csv'}"))
+    load_experiment(write(tmp_path, BASE), [f"data.name='hf:{tmp_path / 'toy.csv'}'", "model.name='hf:minilm'"])
+    with pytest.raises(ConfigError, match=r"^data.name: unknown dataset 'nope'; choose one of: .*, hf:<id-or-path>$"):
+        load_experiment(write(tmp_path, BASE), ["data.name='nope'"])
+
+
+def test_hub_id_without_network_is_one_line_saying_how_to_give_a_folder(monkeypatch):
+    from fedtune.data import load_raw
+    from fedtune.data.base import DatasetInfo
+    from fedtune.models import build_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as without network, and never a download from a test
+    info = DatasetInfo(name="toy", task="classification", num_classes=2, input_shape=())
+    with pytest.raises(ConfigError) as err:
+        build_model("hf:fedtune-tests/no-such-model", info)
+    message = str(err.value)
+    assert message.startswith("model.name: cannot download 'fedtune-tests/no-such-model' from the Hugging Face hub")
+    assert 'hf download fedtune-tests/no-such-model --local-dir DIR' in message
+    assert 'set model.name = "hf:DIR"' in message and "\n" not in message
+    with pytest.raises(ConfigError) as err:
+        load_raw("hf:fedtune-tests/no-such-dataset")
+    message = str(err.value)
+    assert message.startswith("data.name: cannot download 'fedtune-tests/no-such-dataset'")
+    assert "--repo-type dataset" in message and 'set data.name = "hf:DIR"' in message and "\n" not in message
+
+
+# -- server optimizers: typed parameters ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ('server.lr="abc"', "server.lr: Input should be a valid number, unable to parse string as a number"),
+        ("server.lr=0", "server.lr: must be positive, got 0.0"),
+        ("server.beta2=1.5", "server.beta2: must lie in [0, 1), got 1.5"),
+        ("server.gamma=1", "server.gamma: unknown key; it takes: lr, beta1, beta2, tau, bias_correction"),
+    ],
+)
+def test_server_arguments_are_validated_by_the_optimizers_params(tmp_path, override, message):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, BASE), [override])
+    assert str(err.value) == message
+
+
+def test_every_server_optimizer_documents_its_params():
+    from fedtune.server import SERVER_OPTIMIZERS, ServerParams
+
+    for name in SERVER_OPTIMIZERS.names():
+        params = SERVER_OPTIMIZERS.get(name).Params
+        assert issubclass(params, ServerParams) and params is not ServerParams, name
+        assert params.model_fields, name
+        for field, info in params.model_fields.items():
+            assert info.description, f"{name}.{field} has no description"
+
+
+def test_server_optimizers_take_params_objects_or_keywords():
+    from fedtune.server import FedOptParams, FedYogi, Flash, new_optimizer
+
+    assert FedYogi(FedOptParams(lr=0.03, beta1=0.5)).beta1 == 0.5
+    assert FedYogi(FedOptParams(lr=0.03), beta1=0.5).lr == 0.03
+    opt = new_optimizer("flash", lr=0.1, guard=False)
+    assert isinstance(opt, Flash) and (opt.lr, opt.guard, opt.bias_correction) == (0.1, False, False)
+    with pytest.raises(ConfigError, match=r"^server.bias_correction: "):
+        new_optimizer("flash", bias_correction=True)
+
+
+def test_algorithm_refuses_a_server_optimizer_it_does_not_list(tmp_path, monkeypatch):
+    from fedtune.algorithms import ALGORITHMS
+
+    monkeypatch.setattr(ALGORITHMS.get("fedprox"), "server_optimizers", ("fedadam", "flash"), raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, BASE))  # fedprox with fedyogi
+    assert str(err.value) == (
+        "server.name: algorithm 'fedprox' works only with the server optimizer 'fedadam' or 'flash'; "
+        "set server.name = \"fedadam\" (got 'fedyogi')"
+    )
+    assert load_experiment(write(tmp_path, BASE), ["server.name='fedadam'"]).server.name == "fedadam"
+
+
+def test_flash_without_the_flash_server_is_refused_at_validation(tmp_path):
+    with pytest.raises(ConfigError, match=r"^server.name: algorithm 'flash' works only with the server optimizer 'flash'"):
+        load_experiment(write(tmp_path, BASE.replace('name = "fedprox"\nmu = 0.1', 'name = "flash"')))

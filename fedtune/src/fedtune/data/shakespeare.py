@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedtune.errors import ConfigError
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
 from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.errors import ConfigError
 from fedtune.seeding import numpy_rng
 
 ENV_VAR = "FEDTUNE_SHAKESPEARE_DIR"

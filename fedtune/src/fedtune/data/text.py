@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedtune.errors import ConfigError
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
 from fedtune.data.registry import DATASETS, RawDataset
 from fedtune.data.shakespeare import Speech, parse_speeches, roles_with_text
+from fedtune.errors import ConfigError
 from fedtune.seeding import numpy_rng
 
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from fedtune.errors import ConfigError
 from fedtune.data.base import Batch, DatasetInfo
+from fedtune.errors import ConfigError
 from fedtune.models.registry import MODELS
 
 

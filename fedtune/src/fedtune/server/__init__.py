@@ -1,6 +1,13 @@
 """Server optimizers (``ServerOptimizer.step(params, delta) -> params``) and their registry."""
 
-from fedtune.server.base import SERVER_OPTIMIZERS, FedAvgOptimizer, FedAvgParams, ServerOptimizer, ServerParams, new_optimizer
+from fedtune.server.base import (
+    SERVER_OPTIMIZERS,
+    FedAvgOptimizer,
+    FedAvgParams,
+    ServerOptimizer,
+    ServerParams,
+    new_optimizer,
+)
 from fedtune.server.fedopt import FedAdagrad, FedAdam, FedOpt, FedOptParams, FedYogi
 from fedtune.server.flash import Flash, FlashParams
 

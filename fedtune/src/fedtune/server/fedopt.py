@@ -20,7 +20,15 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from fedtune.server.base import SERVER_OPTIMIZERS, Decay, Positive, ServerOptimizer, ServerParams, State, _to_cpu
+from fedtune.server.base import (
+    SERVER_OPTIMIZERS,
+    Decay,
+    Positive,
+    ServerOptimizer,
+    ServerParams,
+    State,
+    _to_cpu,
+)
 
 _QUANTILE_SAMPLE = 1 << 20  # coordinates used for quantiles (a strided sample beyond this)
 
