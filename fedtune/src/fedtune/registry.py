@@ -77,6 +77,8 @@ class Registry(Generic[T]):
         return check
 
     def __contains__(self, name: object) -> bool:
+        """A registered name, or a registered prefix followed by something (which
+        :meth:`get` may still refuse, e.g. ``hf:`` and a path that does not exist)."""
         if not isinstance(name, str):
             return False
         return name in self._items or any(name.startswith(p) and len(name) > len(p) for p in self._prefixes)

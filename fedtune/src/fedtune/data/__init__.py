@@ -70,11 +70,6 @@ def partition_raw(raw: RawDataset, cfg: DataConfig, seed: int) -> list[np.ndarra
         if "labels" in raw.examples.tensors
         else np.zeros(len(raw.examples))
     )
-    if cfg.partition == "dirichlet" and labels.ndim != 1:
-        raise ConfigError(
-            f"data.partition: 'dirichlet' needs one class label per example, and {raw.info.name!r} "
-            "has sequence labels; use 'iid' or 'natural'"
-        )
     rng = numpy_rng(seed, "partition", cfg.partition)
     return partition(cfg.partition, labels, raw.groups, cfg.num_clients, cfg.alpha, rng)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fedtune.errors import ConfigError
+from fedtune.errors import ConfigError, UnknownNameError
 from fedtune.registry import Registry
 
 Partitioner = Callable[
@@ -87,6 +87,11 @@ def dirichlet(
     if not alpha > 0:
         raise ConfigError(f"data.alpha: the Dirichlet concentration must be positive, got {alpha}")
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ConfigError(
+            "data.partition: 'dirichlet' needs one class label per example, and this dataset "
+            "has sequence labels; use 'iid' or 'natural'"
+        )
     n = len(labels)
     _check_count(n, num_clients)
     classes = np.unique(labels)
@@ -153,11 +158,11 @@ def partition(
     rng: np.random.Generator,
 ) -> list[np.ndarray]:
     """Run the registered partitioner ``name``; see the module docstring."""
-    if name not in PARTITIONERS:
-        raise ConfigError(
-            f"data.partition: unknown partition {name!r}; choose one of: {', '.join(PARTITIONERS.names())}"
-        )
-    return PARTITIONERS.get(name)(np.asarray(labels), groups, num_clients, alpha, rng)
+    try:
+        partitioner = PARTITIONERS.get(name)
+    except UnknownNameError as err:
+        raise ConfigError(f"data.partition: {err}") from None
+    return partitioner(np.asarray(labels), groups, num_clients, alpha, rng)
 
 
 def label_skew(parts: list[np.ndarray], labels: np.ndarray) -> float:
