@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fedtune.algorithms.fedavg import FedAvg
+from fedtune.algorithms import Client
 from fedtune.config import ConfigError
 from fedtune.engine import RunError, resume_experiment, run_experiment
 
@@ -60,14 +60,14 @@ def test_resumed_run_equals_uninterrupted(make_experiment, tmp_path):
 
 
 def test_failing_client_is_recorded_and_round_goes_on(make_experiment, monkeypatch):
-    original = FedAvg.client_update
+    original = Client.fit
 
-    def flaky(self, model, trainable, data, task):
+    def flaky(self, model, trainable, data, task, state=None):
         if task.client_id == 0:
             raise RuntimeError("disk full")
-        return original(self, model, trainable, data, task)
+        return original(self, model, trainable, data, task, state)
 
-    monkeypatch.setattr(FedAvg, "client_update", flaky)
+    monkeypatch.setattr(Client, "fit", flaky)
     exp = make_experiment(rounds=3, clients_per_round=8)
     metrics = run_experiment(exp).metrics
     for m in metrics:
@@ -105,16 +105,16 @@ def test_personalized_evaluation(make_experiment):
 
 @pytest.mark.parametrize("server", [{"name": "fedavg"}, {"name": "fedyogi", "lr": 0.05}, {"name": "flash", "lr": 0.05}])
 def test_client_with_nan_tensors_is_dropped_and_server_state_kept_clean(make_experiment, monkeypatch, server):
-    original = FedAvg.client_update
+    original = Client.fit
 
-    def poisoned(self, model, trainable, data, task):
-        result = original(self, model, trainable, data, task)
+    def poisoned(self, model, trainable, data, task, state=None):
+        result, new_state = original(self, model, trainable, data, task, state)
         if task.client_id == 2:
             name = next(iter(result.tensors))
             result.tensors[name] = result.tensors[name].clone().fill_(float("nan"))
-        return result
+        return result, new_state
 
-    monkeypatch.setattr(FedAvg, "client_update", poisoned)
+    monkeypatch.setattr(Client, "fit", poisoned)
     metrics = run_experiment(make_experiment(rounds=3, clients_per_round=8, server=server), report=False).metrics
     for m in metrics:
         assert m["failures"] == [{"client": 2, "round": m["round"], "error": m["failures"][0]["error"]}]

@@ -229,7 +229,8 @@ def _client_data() -> ClientData:
 def test_client_update_stops_early(gamma, epochs) -> None:
     model = _Linear()
     algo = FedAvg(LocalParams(local_epochs=6, batch_size=8, lr=0.1, early_stop_gamma=gamma), FedAdam())
-    result = algo.client_update(model, get_trainable(model), _client_data(), ClientTask(client_id=3, round=1, seed=0))
+    result, state = algo.client().fit(model, get_trainable(model), _client_data(), ClientTask(client_id=3, round=1, seed=0))
+    assert state is None
     if epochs is not None:
         assert result.metrics["epochs"] == epochs
     assert ("early_stopped" in result.metrics) == (gamma is not None)
@@ -247,8 +248,8 @@ def test_flash_algorithm_defaults_and_server_check() -> None:
         cls(params, FedAdam())
     model = _Linear()
     state = get_trainable(model)
-    result = algo.client_update(model, state, _client_data(), ClientTask(client_id=0, round=1, seed=0))
+    result, _ = algo.client().fit(model, state, _client_data(), ClientTask(client_id=0, round=1, seed=0))
     new = algo.aggregate(1, state, [result])
     assert set(new) == set(state) and all(torch.isfinite(t).all() for t in new.values())
-    metrics = algo.round_metrics()
+    metrics = algo.round_metrics([result])
     assert metrics["epochs_mean"] == result.metrics["epochs"] and "flash_guarded" in metrics

@@ -36,6 +36,13 @@ def make_data(n: int = 40, seed: int = 0) -> ClientData:
     return ClientData(train=ex, val=ex.subset([0, 1]), test=ex.subset([2, 3]))
 
 
+def fit(algo, model, state, data, task):
+    """Run the algorithm's client procedure as a backend would; the result only."""
+    result, client_state = algo.client().fit(model, state, data, task)
+    assert client_state is None  # Spry's clients keep nothing between rounds
+    return result
+
+
 def make_spry(**overrides) -> tuple[Spry, TinyNet]:
     torch.manual_seed(0)
     model = TinyNet()
@@ -71,7 +78,7 @@ def test_client_sends_only_its_tensors_and_counts_bytes():
     algo, model = make_spry()
     state = get_trainable(model)
     tasks = algo.configure_round(1, [0, 1, 2], state, seed=3)
-    res = algo.client_update(model, state, make_data(), tasks[1])
+    res = fit(algo, model, state, make_data(), tasks[1])
     assert set(res.tensors) == set(tasks[1].tensor_names)
     assert res.bytes_up == sum(t.numel() * 4 for t in res.tensors.values())
     assert res.metrics["steps"] == 5
@@ -86,19 +93,19 @@ def test_per_iteration_replay_equals_client_computation():
     data = make_data()
     tasks = algo_e.configure_round(2, [4, 9], state, seed=11)
     algo_i.configure_round(2, [4, 9], state, seed=11)
-    sent = algo_e.client_update(model, state, data, tasks[9])
-    scalars = algo_i.client_update(model, state, data, tasks[9])
+    sent = fit(algo_e, model, state, data, tasks[9])
+    scalars = fit(algo_i, model, state, data, tasks[9])
     assert scalars.tensors == {}
-    assert len(scalars.payload["jvps"]) == 10 and all(len(d) == 3 for d in scalars.payload["jvps"])
+    assert len(scalars.jvps) == 10 and all(len(d) == 3 for d in scalars.jvps)
     assert scalars.bytes_up == 10 * 3 * 4 < sent.bytes_up
     rebuilt = algo_i.rebuild(state, scalars)
     assert set(rebuilt.tensors) == set(sent.tensors)
     for name, t in sent.tensors.items():
         torch.testing.assert_close(rebuilt.tensors[name], t, rtol=0, atol=1e-7)
     # and the aggregated global model is the same in both modes
-    other = algo_e.client_update(model, state, data, tasks[4])
+    other = fit(algo_e, model, state, data, tasks[4])
     new_e = algo_e.aggregate(2, state, [sent, other])
-    new_i = algo_i.aggregate(2, state, [scalars, algo_i.client_update(model, state, data, tasks[4])])
+    new_i = algo_i.aggregate(2, state, [scalars, fit(algo_i, model, state, data, tasks[4])])
     for name in state:
         torch.testing.assert_close(new_i[name], new_e[name], rtol=0, atol=1e-7)
 
@@ -108,8 +115,8 @@ def test_tangents_differ_per_client_and_step():
     state = get_trainable(model)
     tasks = algo.configure_round(1, [0, 1, 2, 3, 4], state, seed=0)  # 5 clients > 3 groups: 0 and 3 share l1
     data = make_data()
-    a = algo.client_update(model, state, data, tasks[0]).payload["jvps"]
-    b = algo.client_update(model, state, data, tasks[3]).payload["jvps"]
+    a = fit(algo, model, state, data, tasks[0]).jvps
+    b = fit(algo, model, state, data, tasks[3]).jvps
     assert tasks[0].tensor_names == tasks[3].tensor_names
     assert a != b
     assert len({round(d[0], 6) for d in a}) == len(a)
@@ -119,7 +126,7 @@ def test_aggregate_is_per_tensor_weighted_mean_over_trainers():
     algo, model = make_spry()
     state = get_trainable(model)
     tasks = algo.configure_round(1, [0, 1, 2, 3, 4], state, seed=0)
-    results = [algo.client_update(model, state, make_data(20 + 10 * j, seed=j), tasks[j]) for j in range(5)]
+    results = [fit(algo, model, state, make_data(20 + 10 * j, seed=j), tasks[j]) for j in range(5)]
     new = algo.aggregate(1, state, results)
     sharers = [r for r in results if "l1.weight" in r.tensors]
     assert len(sharers) == 2
@@ -138,7 +145,7 @@ def test_spry_learns_on_a_tiny_problem():
     before = nn.functional.cross_entropy(model(data.train.tensors), data.train.labels)
     for rnd in range(1, 6):
         tasks = algo.configure_round(rnd, [0, 1], state, seed=1)
-        state = algo.aggregate(rnd, state, [algo.client_update(model, state, data, t) for t in tasks.values()])
+        state = algo.aggregate(rnd, state, [fit(algo, model, state, data, t) for t in tasks.values()])
     model.load_state_dict(state, strict=False)
     after = nn.functional.cross_entropy(model(data.train.tensors), data.train.labels)
     assert after < before
@@ -153,7 +160,7 @@ def test_fedfgd_trains_every_tensor_on_every_client():
     state = get_trainable(model)
     tasks = algo.configure_round(1, [0, 1, 2], state, seed=0)
     assert all(set(t.tensor_names) == set(state) for t in tasks.values())
-    res = algo.client_update(model, state, make_data(), tasks[0])
+    res = fit(algo, model, state, make_data(), tasks[0])
     assert set(res.tensors) == set(state)
 
 
@@ -204,7 +211,7 @@ def test_hf_per_iteration_replay_matches_and_server_step_applies(tiny_bert):
         algo = Spry(SpryParams(batch_size=4, lr=1e-2, num_tangents=2, communication=mode), new_optimizer("fedyogi"))
         algo.setup(tiny_bert, None)
         tasks = algo.configure_round(1, [0, 1], state, seed=5)
-        results = [algo.client_update(tiny_bert, state, hf_data("classification", j), tasks[j]) for j in (0, 1)]
+        results = [fit(algo, tiny_bert, state, hf_data("classification", j), tasks[j]) for j in (0, 1)]
         modes[mode] = algo.aggregate(1, state, results)
     changed = [n for n in state if not torch.equal(modes["per_epoch"][n], state[n])]
     assert set(changed) == set(state)
@@ -224,7 +231,7 @@ def test_causal_lm_with_chunked_loss(tmp_path):
     assert algo.head == [] and len(algo.groups) == 4
     state = get_trainable(model)
     tasks = algo.configure_round(1, [0, 1, 2, 3, 4], state, seed=0)
-    res = algo.client_update(model, state, hf_data("causal_lm"), tasks[2])
+    res = fit(algo, model, state, hf_data("causal_lm"), tasks[2])
     assert set(res.tensors) == set(tasks[2].tensor_names) and res.metrics["steps"] == 3
 
 

@@ -81,7 +81,10 @@ def run(
     experiment: Annotated[Path | None, typer.Argument(help="experiment TOML file")] = None,
     overrides: SetOption = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: the experiment's output, else runs/<name>)")] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue the run in this folder from its newest checkpoint")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue the run in this folder from its newest checkpoint; --set rounds=N extends it to N rounds"),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run in the output folder")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     threads: ThreadsOption = None,
@@ -92,7 +95,9 @@ def run(
     from fedtune.report import rich_table, summarize
 
     if resume is not None:
-        result = resume_experiment(resume, progress=not quiet)
+        if experiment is not None or out is not None or overwrite:
+            fail("--resume continues a run folder with its own config.toml; give no experiment file, --out or --overwrite")
+        result = resume_experiment(resume, progress=not quiet, overrides=overrides or [])
     else:
         if experiment is None:
             fail("give an experiment TOML file, or --resume RUN_DIR")

@@ -21,10 +21,18 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import tomli_w
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedtune.data.drift import DriftConfig
 from fedtune.data.partition import PARTITIONERS
@@ -96,6 +104,25 @@ class CheckpointConfig(Strict):
     keep: int = Field(2, ge=1, description="how many recent checkpoints to keep")
 
 
+class BackendConfig(Strict):
+    """Where clients run: ``inprocess`` (default) or ``ray`` (this machine or a cluster)."""
+
+    name: str = Field("inprocess", description="registered backend: inprocess (clients one after another here) or ray")
+    address: str | None = Field(
+        None, description='ray: the cluster to join ("auto", "ray://host:10001" or "host:6379"); unset: start Ray on this machine'
+    )
+    num_actors: int | None = Field(None, ge=1, description="ray: client actors (default: as many as the CPUs hold at cpus_per_client)")
+    cpus_per_client: float = Field(1.0, gt=0, description="ray: CPUs reserved per actor (also its torch threads)")
+    gpus_per_client: float = Field(0.0, ge=0, description="ray: GPUs (or fractions) reserved per actor")
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> BackendConfig:
+        changed = [k for k, f in type(self).model_fields.items() if k != "name" and getattr(self, k) != f.default]
+        if self.name != "ray" and changed:
+            raise ValueError(f"{changed[0]} applies to the ray backend only; remove it or set name = \"ray\"")
+        return self
+
+
 class FailureConfig(Strict):
     min_clients: int = Field(1, ge=1, description="a round needs at least this many successful clients")
     min_fraction: float = Field(0.5, gt=0, le=1, description="... and at least this share of the sampled ones")
@@ -109,7 +136,11 @@ class Experiment(Strict):
     rounds: int = Field(10, ge=1, description="number of server rounds")
     clients_per_round: int = Field(10, ge=1, description="clients sampled each round")
     output: str | None = Field(None, description="run folder (default runs/<name>)")
-    backend: Literal["inprocess", "ray"] = Field("inprocess", description="where clients run")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description='where tensors live: "auto" (a GPU if any), "cpu", "cuda" or "cuda:N"'
+    )
+    backend: BackendConfig = Field(default_factory=BackendConfig, description="where clients run")
+    client_state: str = Field("memory", description="stateful methods: keep client states in memory or on disk under the run folder")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
@@ -118,6 +149,11 @@ class Experiment(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     failures: FailureConfig = Field(default_factory=FailureConfig)
     drift: DriftConfig | None = Field(None, description="concept drift applied to clients' data by round (Flash)")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value  # backend = "ray" is short for [backend] name = "ray"
 
     def run_dir(self) -> Path:
         return Path(self.output or f"runs/{self.name}")
@@ -184,8 +220,23 @@ def validate_components(exp: Experiment) -> None:
             f"server.name: algorithm {exp.algorithm.name!r} works only with the server optimizer "
             f"{' or '.join(map(repr, allowed))}; set server.name = \"{allowed[0]}\" (got {exp.server.name!r})"
         )
+    _validate_engine(exp)
     if exp.clients_per_round > exp.data.num_clients and exp.data.partition != "natural":
         raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
+
+
+def _validate_engine(exp: Experiment) -> None:
+    """Backend and client-state store names, against the engine's registries."""
+    from fedtune.algorithms import ALGORITHMS
+    from fedtune.engine.backend import BACKENDS
+    from fedtune.engine.client_state import CLIENT_STATE_STORES
+
+    if exp.backend.name not in BACKENDS:
+        raise ConfigError(f"backend.name: unknown backend {exp.backend.name!r}; choose one of: {', '.join(BACKENDS.names())}")
+    if exp.client_state not in CLIENT_STATE_STORES:
+        raise ConfigError(f"client_state: unknown store {exp.client_state!r}; choose one of: {', '.join(CLIENT_STATE_STORES.names())}")
+    if exp.client_state != "memory" and not ALGORITHMS.get(exp.algorithm.name).Client.stateful:
+        raise ConfigError(f"client_state: algorithm {exp.algorithm.name!r} keeps no client state; remove the setting")
 
 
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Experiment:

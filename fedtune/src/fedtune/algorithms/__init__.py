@@ -1,6 +1,14 @@
 """Federated algorithms, one per module, looked up by name in ``ALGORITHMS``."""
 
 from fedtune.algorithms import fedavg, fedfgd, fedprox, fedsgd, flash, spry  # noqa: F401  (registration)
-from fedtune.algorithms.base import ALGORITHMS, Algorithm, ClientResult, ClientTask, LocalParams
+from fedtune.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    Client,
+    ClientResult,
+    ClientState,
+    ClientTask,
+    LocalParams,
+)
 
-__all__ = ["ALGORITHMS", "Algorithm", "ClientResult", "ClientTask", "LocalParams"]
+__all__ = ["ALGORITHMS", "Algorithm", "Client", "ClientResult", "ClientState", "ClientTask", "LocalParams"]

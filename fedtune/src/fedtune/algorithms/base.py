@@ -1,8 +1,19 @@
-"""The three-part algorithm interface, in the style of Flower's strategies.
+"""An algorithm is a server side and a client procedure, in the style of Flower's strategies.
 
-- ``configure_round(round, sampled_client_ids, global_state)``: what each client trains;
-- ``client_update(model, trainable, data, task)``: runs on the client, no I/O;
-- ``aggregate(round, global_state, results)``: the new global trainable state.
+Server side (:class:`Algorithm`, one object in the server process):
+
+- ``configure_round(round, sampled_client_ids, global_state, seed)``: a typed
+  :class:`ClientTask` per client (what it trains, its seeds);
+- ``aggregate(round, global_state, results)``: the new global trainable state, through
+  a :class:`~fedtune.server.base.ServerOptimizer`;
+- ``state_dict()`` / ``load_state_dict()``: the server state a checkpoint holds.
+
+Client procedure (:class:`Client`, built from the algorithm's hyperparameters alone):
+``fit(model, global_state, data, task, state) -> (ClientResult, new state)``. It is a
+function of what the client is sent (the global trainables, its data, its task and, for
+methods that keep one, its own :data:`ClientState`), so a backend can run it in another
+process (a Ray actor, a Flower ClientApp); nothing passes between the two sides except
+these plain, picklable messages.
 
 Hyperparameters are a pydantic model (``Params``) validated from the experiment's
 ``[algorithm]`` table; every algorithm's params extend :class:`LocalParams`.
@@ -14,7 +25,7 @@ import math
 from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,27 +57,36 @@ class LocalParams(BaseModel):
     )
 
 
-@dataclass
+ClientState = dict[str, Any]
+"""What a stateful client keeps between rounds (tensors and numbers; picklable)."""
+
+
+@dataclass(frozen=True)
 class ClientTask:
-    """What the server asks one client to do in one round."""
+    """What the server asks one client to do in one round (a plain, picklable message)."""
 
     client_id: int
     round: int
     seed: int  # the run seed; clients derive (seed, purpose, round, client, ...) from it
-    tensor_names: list[str] | None = None  # None: every trainable tensor
-    config: dict = field(default_factory=dict)
+    tensor_names: tuple[str, ...] | None = None  # the tensors to train; None: every trainable tensor
 
 
 @dataclass
 class ClientResult:
-    """What one client sends back."""
+    """What one client sends back (a plain, picklable message).
+
+    ``tensors`` holds the updated tensors the client trained; a client in Spry's
+    per-iteration mode sends none and ``jvps`` instead: the K directional derivatives of
+    each local step, from which the server rebuilds its update. ``bytes_up`` is what the
+    message would cost on the wire.
+    """
 
     client_id: int
     num_examples: int
-    tensors: State  # updated tensors (only those the client trained)
+    tensors: State
     metrics: dict[str, float] = field(default_factory=dict)
     bytes_up: int = 0
-    payload: dict = field(default_factory=dict)  # algorithm-specific extras
+    jvps: list[list[float]] | None = None
 
 
 def make_optimizer(params: list[Tensor], cfg: LocalParams) -> torch.optim.Optimizer:
@@ -140,52 +160,33 @@ class EarlyStopping:
         return self.stopped
 
 
-class Algorithm(ABC):
-    """Base class; FedAvg's behaviour unless a subclass overrides a part."""
+class Client:
+    """A client procedure: local training as a function of what the client is sent.
 
-    name: ClassVar[str]
-    Params: ClassVar[type[LocalParams]] = LocalParams
+    Built from the algorithm's hyperparameters alone (plain data), so a backend can build
+    it in any process. ``fit`` must not keep anything between calls: what a stateful
+    method needs next round it returns as the new client state, which the engine stores.
+    The base class is FedAvg's client: E epochs of local SGD-style training.
+    """
 
-    def __init__(self, params: LocalParams, server_optimizer: ServerOptimizer) -> None:
+    stateful: ClassVar[bool] = False  # True: fit reads and returns a ClientState
+
+    def __init__(self, params: LocalParams) -> None:
         self.params = params
-        self.server_optimizer = server_optimizer
 
-    def setup(self, model: nn.Module, info) -> None:
-        """Called once before round 1 with the global model (e.g. Spry reads its layer groups)."""
-
-    # -- server side -------------------------------------------------------
-    def configure_round(self, round: int, sampled_client_ids: list[int], global_state: State, seed: int) -> dict[int, ClientTask]:
-        return {cid: ClientTask(client_id=cid, round=round, seed=seed) for cid in sampled_client_ids}
-
-    def bytes_down(self, task: ClientTask, global_state: State) -> int:
-        names = task.tensor_names if task.tensor_names is not None else list(global_state)
-        return state_bytes({k: global_state[k] for k in names})
-
-    def aggregate(self, round: int, global_state: State, results: list[ClientResult]) -> State:
-        delta = weighted_mean_delta(global_state, results)
-        new = self.server_optimizer.step(global_state, delta)
-        return {**global_state, **new}
-
-    def round_metrics(self) -> dict[str, float]:
-        return self.server_optimizer.round_metrics()
-
-    def state_dict(self) -> dict:
-        return {"server_optimizer": self.server_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.server_optimizer.load_state_dict(state["server_optimizer"])
-
-    # -- client side -------------------------------------------------------
     def local_loss(self, global_state: State) -> LossFn:
         """The client's training objective; FedProx adds its proximal term here."""
         return loss_fn
 
-    def client_update(self, model: nn.Module, trainable: State, data: ClientData, task: ClientTask) -> ClientResult:
-        set_trainable(model, trainable)
+    def fit(
+        self, model: nn.Module, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None = None
+    ) -> tuple[ClientResult, ClientState | None]:
+        """Train from ``global_state`` on ``data`` as ``task`` asks; return the result and the new state."""
+        set_trainable(model, global_state)
         cfg = self.params
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(params, cfg)
-        loss = self.local_loss(trainable)
+        loss = self.local_loss(global_state)
         losses, steps = [], 0
         stopper = EarlyStopping(cfg.early_stop_gamma) if cfg.early_stop_gamma is not None and len(data.val) else None
         for epoch in range(cfg.local_epochs):
@@ -203,10 +204,51 @@ class Algorithm(ABC):
         metrics = {"loss": losses[-1] if losses else float("nan"), "steps": steps, "epochs": len(losses)}
         if stopper is not None:
             metrics["early_stopped"] = float(stopper.stopped)
-        return ClientResult(
-            client_id=task.client_id,
-            num_examples=len(data.train),
-            tensors=tensors,
-            metrics=metrics,
-            bytes_up=state_bytes(tensors),
-        )
+        result = ClientResult(task.client_id, len(data.train), tensors, metrics, state_bytes(tensors))
+        return result, None
+
+
+class Algorithm(ABC):
+    """The server side of an algorithm; FedAvg's behaviour unless a subclass overrides a part.
+
+    Class attributes: ``name``; ``Params``, its hyperparameters; ``Client``, its client
+    procedure; ``server_optimizers``, the server optimizers it can work with (None: any).
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[LocalParams]] = LocalParams
+    Client: ClassVar[type[Client]] = Client
+    server_optimizers: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, params: LocalParams, server_optimizer: ServerOptimizer) -> None:
+        self.params = params
+        self.server_optimizer = server_optimizer
+
+    def client(self) -> Client:
+        """The client procedure, built from the hyperparameters (what a backend ships to workers)."""
+        return self.Client(self.params)
+
+    def setup(self, model: nn.Module, info) -> None:
+        """Called once before round 1 with the global model (e.g. Spry reads its layer groups)."""
+
+    def configure_round(self, round: int, sampled_client_ids: list[int], global_state: State, seed: int) -> dict[int, ClientTask]:
+        return {cid: ClientTask(client_id=cid, round=round, seed=seed) for cid in sampled_client_ids}
+
+    def bytes_down(self, task: ClientTask, global_state: State) -> int:
+        names = task.tensor_names if task.tensor_names is not None else list(global_state)
+        return state_bytes({k: global_state[k] for k in names})
+
+    def aggregate(self, round: int, global_state: State, results: list[ClientResult]) -> State:
+        delta = weighted_mean_delta(global_state, results)
+        new = self.server_optimizer.step(global_state, delta)
+        return {**global_state, **new}
+
+    def round_metrics(self, results: list[ClientResult]) -> dict[str, float]:
+        """Server-side diagnostics of the round just aggregated from ``results``."""
+        return self.server_optimizer.round_metrics()
+
+    def state_dict(self) -> dict:
+        return {"server_optimizer": self.server_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.server_optimizer.load_state_dict(state["server_optimizer"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fedtune.algorithms.base import ALGORITHMS, Algorithm, LocalParams, LossFn
+from fedtune.algorithms.base import ALGORITHMS, Algorithm, Client, LocalParams, LossFn
 from fedtune.models.base import State, loss_fn
 
 
@@ -16,12 +16,10 @@ class FedProxParams(LocalParams):
     mu: float = Field(0.01, ge=0, description="proximal coefficient μ")
 
 
-@ALGORITHMS.register("fedprox")
-class FedProx(Algorithm):
-    """FedAvg whose clients add (μ/2)||w - w^t||² to their loss."""
+class FedProxClient(Client):
+    """Local training on h_k(w; w^t) = F_k(w) + (μ/2)||w - w^t||², w^t the global weights."""
 
-    name = "fedprox"
-    Params = FedProxParams
+    params: FedProxParams
 
     def local_loss(self, global_state: State) -> LossFn:
         mu = self.params.mu
@@ -32,3 +30,12 @@ class FedProx(Algorithm):
             return loss_fn(model, batch) + 0.5 * mu * prox
 
         return loss
+
+
+@ALGORITHMS.register("fedprox")
+class FedProx(Algorithm):
+    """FedAvg's server with :class:`FedProxClient` clients."""
+
+    name = "fedprox"
+    Params = FedProxParams
+    Client = FedProxClient

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import torch
 
-from fedtune.algorithms.base import ALGORITHMS, Algorithm, ClientResult, ClientTask, LocalParams
+from fedtune.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    Client,
+    ClientResult,
+    ClientState,
+    ClientTask,
+    LocalParams,
+)
 from fedtune.models.base import get_trainable, loss_fn, set_trainable, state_bytes
 
 
-@ALGORITHMS.register("fedsgd")
-class FedSGD(Algorithm):
-    """One full-local-data gradient step per client per round."""
+class FedSGDClient(Client):
+    """The gradient of the client's whole training loss at the global weights, one step."""
 
-    name = "fedsgd"
-    Params = LocalParams
-
-    def client_update(self, model, trainable, data, task: ClientTask) -> ClientResult:
-        set_trainable(model, trainable)
+    def fit(self, model, global_state, data, task: ClientTask, state: ClientState | None = None) -> tuple[ClientResult, None]:
+        set_trainable(model, global_state)
         model.train()
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         for p in params.values():
@@ -31,10 +35,20 @@ class FedSGD(Algorithm):
         for batch in data.train.batches(self.params.batch_size):
             value = loss_fn(model, batch) * (len(batch["labels"]) / n_total)
             value.backward()
-            total += float(value)
+            total += float(value.detach())
         with torch.no_grad():
             for p in params.values():
                 if p.grad is not None:
                     p -= self.params.lr * p.grad
         tensors = get_trainable(model)
-        return ClientResult(task.client_id, n_total, tensors, {"loss": total, "steps": 1, "epochs": 1}, state_bytes(tensors))
+        result = ClientResult(task.client_id, n_total, tensors, {"loss": total, "steps": 1, "epochs": 1}, state_bytes(tensors))
+        return result, None
+
+
+@ALGORITHMS.register("fedsgd")
+class FedSGD(Algorithm):
+    """FedAvg's server with :class:`FedSGDClient` clients: one full-data gradient step each."""
+
+    name = "fedsgd"
+    Params = LocalParams
+    Client = FedSGDClient

@@ -19,8 +19,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from fedtune.algorithms.base import ALGORITHMS, Algorithm, ClientResult, LocalParams
-from fedtune.config import ConfigError
-from fedtune.models.base import State
+from fedtune.errors import ConfigError
 from fedtune.server.base import ServerOptimizer
 from fedtune.server.flash import Flash
 
@@ -49,6 +48,8 @@ class FlashAlgorithm(Algorithm):
     name = "flash"
     Params = FlashParams
 
+    server_optimizers = ("flash",)
+
     def __init__(self, params: FlashParams, server_optimizer: ServerOptimizer | None = None) -> None:
         server_optimizer = Flash() if server_optimizer is None else server_optimizer
         if not isinstance(server_optimizer, Flash):
@@ -57,15 +58,10 @@ class FlashAlgorithm(Algorithm):
                 f"(got {type(server_optimizer).__name__})"
             )
         super().__init__(params, server_optimizer)
-        self._epochs: list[float] = []
 
-    def aggregate(self, round: int, global_state: State, results: list[ClientResult]) -> State:
-        self._epochs = [float(r.metrics.get("epochs", 0)) for r in results]
-        return super().aggregate(round, global_state, results)
-
-    def round_metrics(self) -> dict[str, float]:
-        """The server optimizer's metrics plus the mean local epochs clients ran."""
+    def round_metrics(self, results: list[ClientResult]) -> dict[str, float]:
+        """The server optimizer's metrics plus the mean local epochs the clients ran."""
         out = dict(self.server_optimizer.round_metrics())
-        if self._epochs:
-            out["epochs_mean"] = sum(self._epochs) / len(self._epochs)
+        if results:
+            out["epochs_mean"] = sum(float(r.metrics.get("epochs", 0)) for r in results) / len(results)
         return out

@@ -23,26 +23,34 @@ Algorithm (the paper's Algorithm 1, per round t)::
 
 The jvps run over detached primals without a backward graph (``fedtune.grad``), with
 dropout off so that the K passes of a step differentiate the same function.
+
+The pieces compose: the client procedure (:class:`EstimatedGradientClient`) takes its
+gradient estimator by name from ``fedtune.grad.ESTIMATORS`` (``forward`` for Spry), and
+the server deals tensors to clients with a grouping policy (:func:`deal_groups` for
+Spry; FedFGD gives every client everything).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from fedtune.algorithms.base import (
     ALGORITHMS,
     Algorithm,
+    Client,
     ClientResult,
+    ClientState,
     ClientTask,
     LocalParams,
     make_optimizer,
 )
 from fedtune.data.base import ClientData
-from fedtune.grad import forward_gradient, model_loss, rebuild_gradient
+from fedtune.grad import ESTIMATORS, model_loss, rebuild_gradient
 from fedtune.models.base import State, set_trainable, state_bytes, trainable_names
 from fedtune.seeding import torch_generator
 
@@ -50,11 +58,12 @@ JVP_BYTES = 4  # one float32 scalar per tangent per step
 
 
 class ForwardGradParams(LocalParams):
-    """Local training with forward gradients (Spry's client; FedFGD's too)."""
+    """Local training with estimated gradients (Spry's client; FedFGD's too)."""
 
     lr: float = Field(1e-4, gt=0, description="client learning rate (the paper uses AdamW 1e-4)")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="client optimizer")
-    num_tangents: int = Field(1, ge=1, description="K: tangents (jvp passes) per local step")
+    estimator: str = Field("forward", description="gradient estimator, a name of fedtune.grad.ESTIMATORS (forward, spsa, backprop)")
+    num_tangents: int = Field(1, ge=1, description="K: tangents (jvp passes, or perturbations) per local step")
     tangent_distribution: Literal["gaussian", "rademacher"] = Field("gaussian", description="distribution of the tangents v_k")
     communication: Literal["per_epoch", "per_iteration"] = Field(
         "per_epoch", description="send updated tensors once per round, or the K jvp scalars of every step"
@@ -63,10 +72,21 @@ class ForwardGradParams(LocalParams):
         None, ge=1, description="causal LMs: loss over this many positions at a time (logit tangents never all exist)"
     )
 
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, name: str) -> str:
+        if name not in ESTIMATORS:
+            raise ValueError(f"unknown gradient estimator {name!r}; choose one of: {', '.join(ESTIMATORS.names())}")
+        return name
+
     @model_validator(mode="after")
-    def _no_early_stopping(self) -> ForwardGradParams:
+    def _consistent(self) -> ForwardGradParams:
         if self.early_stop_gamma is not None:
-            raise ValueError("early_stop_gamma: forward-gradient clients do not stop early; remove it")
+            raise ValueError("early_stop_gamma: estimated-gradient clients do not stop early; remove it")
+        if self.communication == "per_iteration" and not ESTIMATORS.get(self.estimator).replayable:
+            raise ValueError(f"communication: per_iteration needs a seeded estimator; {self.estimator!r} cannot be rebuilt from scalars")
+        if self.estimator == "backprop" and (self.num_tangents != 1 or self.tangent_distribution != "gaussian"):
+            raise ValueError("num_tangents / tangent_distribution: the backprop estimator draws no tangents; remove them")
         return self
 
 
@@ -74,6 +94,10 @@ class SpryParams(ForwardGradParams):
     """Spry's settings: forward-gradient local training plus the weight split."""
 
     share_head: bool = Field(True, description="every client trains the task head (else it is one more group)")
+
+
+# -- grouping policies: which tensors each of the round's clients trains -----------------
+Grouping = Callable[[list[list[str]], list[str], int], list[list[str]]]
 
 
 def assign_groups(num_groups: int, num_clients: int) -> list[list[int]]:
@@ -87,6 +111,19 @@ def assign_groups(num_groups: int, num_clients: int) -> list[list[int]]:
     if num_clients <= num_groups:
         return [list(range(j, num_groups, num_clients)) for j in range(num_clients)]
     return [[j % num_groups] for j in range(num_clients)]
+
+
+def deal_groups(groups: list[list[str]], head: list[str], num_clients: int) -> list[list[str]]:
+    """Spry's policy: layer groups dealt round-robin (:func:`assign_groups`), the shared head to all."""
+    if not groups:
+        return [list(head) for _ in range(num_clients)]
+    return [[n for i in idx for n in groups[i]] + list(head) for idx in assign_groups(len(groups), num_clients)]
+
+
+def everything(groups: list[list[str]], head: list[str], num_clients: int) -> list[list[str]]:
+    """FedFGD's policy: every client trains every trainable tensor."""
+    names = [n for g in groups for n in g] + list(head)
+    return [list(names) for _ in range(num_clients)]
 
 
 def module_groups(names: list[str]) -> tuple[list[list[str]], list[str]]:
@@ -116,6 +153,77 @@ def split_trainables(model: nn.Module) -> tuple[list[list[str]], list[str]]:
     return [list(g) for g in groups if g], list(head)
 
 
+# -- shared by client and server (the per-iteration replay must match bit for bit) ------
+def local_step(optimizer: torch.optim.Optimizer, theta: State, grads: State) -> None:
+    """θ_S ← LocalOptimizer(θ_S, g): one step of the local optimizer on a gradient estimate."""
+    for name, p in theta.items():
+        p.grad = grads[name]
+    optimizer.step()
+    for p in theta.values():
+        p.grad = None
+
+
+def tangent_keys(task: ClientTask, step: int) -> tuple[int, int, int]:
+    """The seed path of a local step's tangents: (round, client, step)."""
+    return (task.round, task.client_id, step)
+
+
+def trained_names(task: ClientTask, state: State) -> list[str]:
+    names = list(state) if task.tensor_names is None else list(task.tensor_names)
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise KeyError(f"client {task.client_id} was asked to train unknown tensors: {missing[:3]}")
+    return names
+
+
+def replay(params: ForwardGradParams, global_state: State, task: ClientTask, jvps: list[list[float]]) -> State:
+    """Per-iteration mode, server side: rebuild each local step from its K scalars and replay it."""
+    theta = {n: global_state[n].detach().clone() for n in trained_names(task, global_state)}
+    optimizer = make_optimizer(list(theta.values()), params)
+    for step, scalars in enumerate(jvps):
+        grads = rebuild_gradient(scalars, theta, task.seed, tangent_keys(task, step), params.tangent_distribution)
+        local_step(optimizer, theta, grads)
+    return theta
+
+
+class EstimatedGradientClient(Client):
+    """Local training of the task's tensors with an estimated gradient (``params.estimator``).
+
+    Every other trainable tensor stays at its global value. Sends the trained tensors
+    (per_epoch) or the K scalars of every step (per_iteration).
+    """
+
+    params: ForwardGradParams
+
+    def fit(
+        self, model: nn.Module, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None = None
+    ) -> tuple[ClientResult, None]:
+        set_trainable(model, global_state)
+        cfg = self.params
+        estimate = ESTIMATORS.get(cfg.estimator).estimate
+        names = set(trained_names(task, global_state))
+        theta = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+        optimizer = make_optimizer(list(theta.values()), cfg)
+        losses: list[float] = []
+        sent: list[list[float]] = []
+        step = 0
+        for epoch in range(cfg.local_epochs):
+            for batch in data.train.batches(cfg.batch_size, torch_generator(task.seed, "batches", task.round, task.client_id, epoch)):
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+                # dropout off: the K passes of one step must differentiate the same loss
+                loss = model_loss(model, batch, dropout=False, loss_chunk_size=cfg.loss_chunk_size)
+                est = estimate(loss, theta, task.seed, tangent_keys(task, step), cfg.num_tangents, cfg.tangent_distribution)
+                local_step(optimizer, theta, est.grads)
+                losses.append(float(est.loss))
+                sent.append(est.jvps.tolist())
+                step += 1
+        metrics = {"loss": sum(losses) / max(len(losses), 1), "steps": step, "tensors_trained": len(theta)}
+        if cfg.communication == "per_iteration":
+            return ClientResult(task.client_id, len(data.train), {}, metrics, JVP_BYTES * cfg.num_tangents * step, jvps=sent), None
+        return ClientResult(task.client_id, len(data.train), theta, metrics, state_bytes(theta)), None
+
+
 @ALGORITHMS.register("spry")
 class Spry(Algorithm):
     """Spry: split the trainable weights among the round's clients, train with forward gradients.
@@ -126,6 +234,8 @@ class Spry(Algorithm):
         K, tangents per local step (each one jvp pass).
     tangent_distribution : "gaussian" | "rademacher", default "gaussian"
         Distribution of the tangents.
+    estimator : str, default "forward"
+        The clients' gradient estimator (``fedtune.grad.ESTIMATORS``).
     communication : "per_epoch" | "per_iteration", default "per_epoch"
         What a client sends: its trained tensors, or the K jvp scalars of each step.
     share_head : bool, default True
@@ -138,15 +248,16 @@ class Spry(Algorithm):
 
     name = "spry"
     Params: ClassVar[type[LocalParams]] = SpryParams
+    Client = EstimatedGradientClient
+    grouping: ClassVar[Grouping] = staticmethod(deal_groups)
     params: ForwardGradParams
 
     def __init__(self, params: LocalParams, server_optimizer) -> None:
         super().__init__(params, server_optimizer)
         self.groups: list[list[str]] = []
         self.head: list[str] = []
-        self._tasks: dict[int, ClientTask] = {}
+        self._issued: dict[int, ClientTask] = {}  # this round's tasks, for the per-iteration replay
 
-    # -- server side -------------------------------------------------------
     def setup(self, model: nn.Module, info) -> None:
         groups, head = split_trainables(model)
         if not getattr(self.params, "share_head", True) and head:
@@ -156,85 +267,43 @@ class Spry(Algorithm):
     def assignments(self, num_clients: int) -> list[list[str]]:
         """Tensor names trained by each of ``num_clients`` clients, in sampling order."""
         if not self.groups and not self.head:
-            raise RuntimeError("Spry.setup(model, info) must run before the first round")
-        if not self.groups:
-            return [list(self.head) for _ in range(num_clients)]
-        dealt = assign_groups(len(self.groups), num_clients)
-        return [[n for i in idx for n in self.groups[i]] + list(self.head) for idx in dealt]
+            raise RuntimeError(f"{type(self).__name__}.setup(model, info) must run before the first round")
+        return type(self).grouping(self.groups, self.head, num_clients)
 
     def configure_round(self, round: int, sampled_client_ids: list[int], global_state: State, seed: int) -> dict[int, ClientTask]:
         names = self.assignments(len(sampled_client_ids))
-        self._tasks = {
-            cid: ClientTask(client_id=cid, round=round, seed=seed, tensor_names=names[j])
+        self._issued = {
+            cid: ClientTask(client_id=cid, round=round, seed=seed, tensor_names=tuple(names[j]))
             for j, cid in enumerate(sampled_client_ids)
         }
-        return dict(self._tasks)
+        return dict(self._issued)
 
     def bytes_down(self, task: ClientTask, global_state: State) -> int:
         # the forward pass needs the current value of every trainable tensor
         return state_bytes(global_state)
 
     def aggregate(self, round: int, global_state: State, results: list[ClientResult]) -> State:
-        rebuilt = [self.rebuild(global_state, r) if "jvps" in r.payload else r for r in results]
-        return super().aggregate(round, global_state, rebuilt)
+        return super().aggregate(round, global_state, [self.rebuild(global_state, r) for r in results])
 
     def rebuild(self, global_state: State, result: ClientResult) -> ClientResult:
-        """Per-iteration mode: replay a client's local steps from its jvp scalars."""
-        task = self._tasks.get(result.client_id)
+        """A per-iteration result as the tensors it stands for (others pass through)."""
+        if result.jvps is None:
+            return result
+        task = self._issued.get(result.client_id)
         if task is None:
             raise RuntimeError(f"client {result.client_id} sent jvps but was given no task this round")
-        theta = {n: global_state[n].detach().clone() for n in self._names(task, global_state)}
-        optimizer = make_optimizer(list(theta.values()), self.params)
-        for step, jvps in enumerate(result.payload["jvps"]):
-            grads = rebuild_gradient(jvps, theta, task.seed, self._tangent_keys(task, step), self.params.tangent_distribution)
-            self._step(optimizer, theta, grads)
+        theta = replay(self.params, global_state, task, result.jvps)
         return ClientResult(result.client_id, result.num_examples, theta, result.metrics, result.bytes_up)
 
-    # -- client side -------------------------------------------------------
-    def client_update(self, model: nn.Module, trainable: State, data: ClientData, task: ClientTask) -> ClientResult:
-        set_trainable(model, trainable)
-        cfg = self.params
-        theta = {n: p.detach().clone() for n, p in model.named_parameters() if n in set(self._names(task, trainable))}
-        optimizer = make_optimizer(list(theta.values()), cfg)
-        losses: list[float] = []
-        sent: list[list[float]] = []
-        step = 0
-        for epoch in range(cfg.local_epochs):
-            for batch in data.train.batches(cfg.batch_size, torch_generator(task.seed, "batches", task.round, task.client_id, epoch)):
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    break
-                # dropout off: the K jvps of one step must differentiate the same loss
-                loss = model_loss(model, batch, dropout=False, loss_chunk_size=cfg.loss_chunk_size)
-                fg = forward_gradient(loss, theta, task.seed, self._tangent_keys(task, step), cfg.num_tangents, cfg.tangent_distribution)
-                self._step(optimizer, theta, fg.grads)
-                losses.append(float(fg.loss))
-                sent.append(fg.jvps.tolist())
-                step += 1
-        metrics = {"loss": sum(losses) / max(len(losses), 1), "steps": step, "tensors_trained": len(theta)}
-        if cfg.communication == "per_iteration":
-            return ClientResult(task.client_id, len(data.train), {}, metrics, JVP_BYTES * cfg.num_tangents * step, payload={"jvps": sent})
-        return ClientResult(task.client_id, len(data.train), theta, metrics, state_bytes(theta))
 
-    # -- shared by client and server (the per-iteration replay must match bit for bit) --
-    @staticmethod
-    def _step(optimizer: torch.optim.Optimizer, theta: State, grads: State) -> None:
-        """θ_S ← LocalOptimizer(θ_S, g): one step of the local optimizer on a gradient estimate."""
-        for name, p in theta.items():
-            p.grad = grads[name]
-        optimizer.step()
-        for p in theta.values():
-            p.grad = None
-
-    @staticmethod
-    def _tangent_keys(task: ClientTask, step: int) -> tuple[int, int, int]:
-        return (task.round, task.client_id, step)
-
-    def _names(self, task: ClientTask, state: State) -> list[str]:
-        names = list(state) if task.tensor_names is None else list(task.tensor_names)
-        missing = [n for n in names if n not in state]
-        if missing:
-            raise KeyError(f"client {task.client_id} was asked to train unknown tensors: {missing[:3]}")
-        return names
-
-
-__all__ = ["ForwardGradParams", "Spry", "SpryParams", "assign_groups", "split_trainables"]
+__all__ = [
+    "EstimatedGradientClient",
+    "ForwardGradParams",
+    "Spry",
+    "SpryParams",
+    "assign_groups",
+    "deal_groups",
+    "everything",
+    "replay",
+    "split_trainables",
+]

@@ -38,6 +38,10 @@ class Examples:
         index = torch.as_tensor(index, dtype=torch.long)
         return Examples({k: v[index] for k, v in self.tensors.items()})
 
+    def to(self, device: str | torch.device) -> Examples:
+        """The same examples on ``device`` (no copy when they are there already)."""
+        return Examples({k: v.to(device) for k, v in self.tensors.items()})
+
     def map(self, fn) -> Examples:
         """A new Examples with ``fn(tensors) -> tensors`` applied (e.g. a drift)."""
         return Examples(fn(dict(self.tensors)))
@@ -72,6 +76,9 @@ class ClientData:
     @property
     def num_examples(self) -> int:
         return len(self.train)
+
+    def to(self, device: str | torch.device) -> ClientData:
+        return ClientData(self.train.to(device), self.val.to(device), self.test.to(device))
 
 
 @dataclass

@@ -1,40 +1,25 @@
-"""Where clients run. The engine hands a backend the round's tasks; the backend
-returns one outcome per task, a result or a recorded failure.
+"""Where clients run. The engine hands a backend the round's tasks; the backend returns
+one :class:`~fedtune.engine.worker.ClientRun` per task, in task order, whose outcome is a
+result or a recorded failure.
 
-``InProcessBackend`` runs clients one after another in this process (the default).
-A backend for a Ray cluster implements the same ``run`` method.
+Backends are registered by name (``[backend] name = ...`` in an experiment):
+
+- ``inprocess``: clients one after another on the server's own worker (the default);
+- ``ray``: clients on Ray actors, on this machine or a cluster (:mod:`fedtune.engine.ray_backend`).
 """
 
 from __future__ import annotations
 
-import time
-import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from fedtune.algorithms.base import Algorithm, ClientResult, ClientTask
-from fedtune.data.base import ClientData
+from fedtune.algorithms import ClientResult, ClientState, ClientTask
+from fedtune.config import Experiment
+from fedtune.engine.worker import ClientFailure, ClientRun, ClientWorker, Outcome
 from fedtune.models.base import State
-from fedtune.seeding import seed_global_rng
-
-
-@dataclass
-class ClientFailure:
-    """A client that raised or returned non-finite values; recorded in the metrics."""
-
-    client_id: int
-    round: int
-    error: str
-
-    def to_json(self) -> dict:
-        return {"client": self.client_id, "round": self.round, "error": self.error}
-
-
-Outcome = ClientResult | ClientFailure
+from fedtune.registry import Registry
 
 
 def nan_metric(result: ClientResult) -> str | None:
@@ -60,47 +45,46 @@ def nonfinite_tensor(result: ClientResult) -> str | None:
 
 
 class Backend(ABC):
-    """Runs one round's client tasks and returns their outcomes in task order."""
+    """Runs one round's client tasks and returns their runs in task order."""
 
     @abstractmethod
-    def run(self, tasks: list[ClientTask], global_state: State) -> list[Outcome]: ...
+    def run(self, tasks: list[ClientTask], global_state: State, states: dict[int, ClientState | None]) -> list[ClientRun]:
+        """``states`` holds each task's client state (stateful methods only; else empty)."""
 
-    @property
-    def client_seconds(self) -> float:
-        """Seconds spent inside client updates during the last ``run``."""
-        return 0.0
+    def close(self) -> None:
+        """Release what the backend holds (processes, actors)."""
 
 
+BackendFactory = Callable[[Experiment, ClientWorker], Backend]
+BACKENDS: Registry[BackendFactory] = Registry("backend")
+
+
+@BACKENDS.register("inprocess")
 class InProcessBackend(Backend):
-    """Runs clients sequentially on one model instance in this process."""
+    """Runs clients sequentially on the server's own worker (one model instance)."""
 
-    def __init__(self, algorithm: Algorithm, model: nn.Module, client_data: Callable[[int, int], ClientData]) -> None:
-        self.algorithm = algorithm
-        self.model = model
-        self.client_data = client_data
-        self._client_seconds = 0.0
+    def __init__(self, exp: Experiment, worker: ClientWorker) -> None:
+        self.worker = worker
 
-    @property
-    def client_seconds(self) -> float:
-        return self._client_seconds
+    def run(self, tasks: list[ClientTask], global_state: State, states: dict[int, ClientState | None]) -> list[ClientRun]:
+        return [self.worker.run(task, global_state, states.get(task.client_id)) for task in tasks]
 
-    def run(self, tasks: list[ClientTask], global_state: State) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        self._client_seconds = 0.0
-        for task in tasks:
-            start = time.perf_counter()
-            # the client's own randomness (dropout, ...): a stream of its own per (round, client)
-            seed_global_rng(task.seed, "client-rng", task.round, task.client_id)
-            try:
-                data = self.client_data(task.client_id, task.round)
-                result = self.algorithm.client_update(self.model, global_state, data, task)
-            except Exception as err:  # a failing client is recorded; the round goes on by policy
-                where = traceback.extract_tb(err.__traceback__)[-1]
-                outcomes.append(
-                    ClientFailure(task.client_id, task.round, f"{type(err).__name__}: {err} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})")
-                )
-                continue
-            finally:
-                self._client_seconds += time.perf_counter() - start
-            outcomes.append(result)
-        return outcomes
+
+@BACKENDS.register("ray")
+def _ray_backend(exp: Experiment, worker: ClientWorker) -> Backend:
+    from fedtune.engine.ray_backend import RayBackend  # ray is an optional dependency
+
+    return RayBackend(exp, worker.client)
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "ClientFailure",
+    "ClientRun",
+    "InProcessBackend",
+    "Outcome",
+    "first_nonfinite",
+    "nan_metric",
+    "nonfinite_tensor",
+]

@@ -19,30 +19,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedtune.algorithms import ALGORITHMS, Algorithm, ClientResult
-from fedtune.config import ConfigError, Experiment, load_experiment
-from fedtune.data import FederatedDataset, load_federated
-from fedtune.data.base import ClientData, Examples
+from fedtune.config import Experiment, load_experiment, parse_override
+from fedtune.data import FederatedDataset
 from fedtune.engine import evaluate as evaluation
 from fedtune.engine.backend import (
+    BACKENDS,
     Backend,
     ClientFailure,
-    InProcessBackend,
     first_nonfinite,
     nan_metric,
     nonfinite_tensor,
 )
 from fedtune.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from fedtune.engine.client_state import CLIENT_STATE_STORES
+from fedtune.engine.devices import resolve_device
+from fedtune.engine.federation import Federation
 from fedtune.engine.sampling import sample_clients
+from fedtune.engine.worker import ClientWorker, build_client
+from fedtune.errors import ConfigError, RunError
 from fedtune.models import build_model
 from fedtune.models.base import State, get_trainable
 from fedtune.server import new_optimizer
 
 METRICS_FILE = "metrics.jsonl"
+EVALUATION_PREFIXES = ("test_", "personalized_")  # metrics that only evaluation rounds carry
 CONFIG_FILE = "config.toml"
-
-
-class RunError(RuntimeError):
-    """A run cannot go on (too many failed clients, a non-finite global model)."""
 
 
 @dataclass
@@ -64,59 +65,66 @@ def _round_floats(obj, digits: int = 8):
 
 
 class Run:
-    """One experiment's state between rounds; ``run_experiment`` drives it."""
+    """One experiment's state between rounds; ``run_experiment`` drives it.
+
+    The server side lives here (the algorithm's server object, the global state, the
+    client-state store); clients run on the configured backend, each through a
+    :class:`~fedtune.engine.worker.ClientWorker`.
+    """
 
     def __init__(self, exp: Experiment, fed: FederatedDataset | None = None) -> None:
         self.exp = exp
-        self.fed = fed or load_federated(exp.data, exp.seed)
-        self.model = build_model(exp.model.name, self.fed.info, exp.model.options, exp.seed)
+        self.device = resolve_device(exp.device)
+        self.federation = Federation(exp, fed)
+        if exp.clients_per_round > self.federation.num_clients:
+            raise ConfigError(
+                f"clients_per_round: {exp.clients_per_round} exceeds the {self.federation.num_clients} clients of the partition"
+            )
+        self.model = build_model(exp.model.name, self.federation.info, exp.model.options, exp.seed).to(self.device)
         algo_cls = ALGORITHMS.get(exp.algorithm.name)
         params = algo_cls.Params(**exp.algorithm.hyperparameters())
         self.algorithm: Algorithm = algo_cls(params, new_optimizer(exp.server.name, **exp.server.arguments()))
-        self.algorithm.setup(self.model, self.fed.info)
+        self.algorithm.setup(self.model, self.federation.info)
         self.global_state: State = get_trainable(self.model)
-        self.drift = self._build_drift()
-        self.backend: Backend = InProcessBackend(self.algorithm, self.model, self.client_data)
-        if exp.clients_per_round > self.fed.num_clients:
-            raise ConfigError(
-                f"clients_per_round: {exp.clients_per_round} exceeds the {self.fed.num_clients} clients of the partition"
-            )
+        self.client_states = CLIENT_STATE_STORES.get(exp.client_state)(exp.run_dir())
+        self.stateful = algo_cls.Client.stateful
+        self.worker = ClientWorker(build_client(exp), self.model, self.federation, self.device)
+        self.backend: Backend | None = None  # started by start(), after the run folder exists
 
-    def _build_drift(self):
-        drift_cfg = getattr(self.exp, "drift", None)
-        if drift_cfg is None:
-            return None
-        from fedtune.data.drift import DriftSimulator
+    def start(self) -> None:
+        """Start the backend (a Ray backend starts or joins Ray here)."""
+        if self.backend is None:
+            self.backend = BACKENDS.get(self.exp.backend.name)(self.exp, self.worker)
 
-        return DriftSimulator.from_config(drift_cfg, self.fed.info, self.exp.seed)
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
 
-    # -- data as the clients see it in a given round (drift applies here) ---------------
-    def client_data(self, client_id: int, round: int) -> ClientData:
-        data = self.fed.clients[client_id]
-        return data if self.drift is None else self.drift.apply(client_id, round, data)
-
-    def test_examples(self, round: int) -> Examples:
-        if self.drift is None:
-            return self.fed.pooled("test")
-        return Examples.concat(
-            [self.drift.apply_examples(cid, round, c.test) for cid, c in enumerate(self.fed.clients)]
-        )
+    @property
+    def fed(self) -> FederatedDataset:
+        return self.federation.fed
 
     # -- one round ---------------------------------------------------------------------
     def round(self, rnd: int) -> dict:
         exp = self.exp
         start = time.perf_counter()
-        sampled = sample_clients(exp.seed, rnd, self.fed.num_clients, exp.clients_per_round)
+        self.start()
+        sampled = sample_clients(exp.seed, rnd, self.federation.num_clients, exp.clients_per_round)
         tasks = self.algorithm.configure_round(rnd, sampled, self.global_state, exp.seed)
         down = {str(t.client_id): self.algorithm.bytes_down(t, self.global_state) for t in tasks.values()}
-        outcomes = self.backend.run(list(tasks.values()), self.global_state)
-        results = [o for o in outcomes if isinstance(o, ClientResult)]
-        failures = [o for o in outcomes if isinstance(o, ClientFailure)]
+        states = self.client_states.load(list(tasks)) if self.stateful else {}
+        runs = self.backend.run(list(tasks.values()), self.global_state, states)
+        results = [r.outcome for r in runs if isinstance(r.outcome, ClientResult)]
+        failures = [r.outcome for r in runs if isinstance(r.outcome, ClientFailure)]
         nan_metrics = {r.client_id: p for r in results if (p := nan_metric(r))}
         failures += [ClientFailure(cid, rnd, p) for cid, p in nan_metrics.items()]
         results = [r for r in results if r.client_id not in nan_metrics]
         self._require_enough(rnd, sampled, results, failures)
         results, failures = self._aggregate(rnd, sampled, results, failures)
+        if self.stateful:  # only the clients whose update was accepted move on to their new state
+            accepted = {r.client_id for r in results}
+            self.client_states.save(rnd, {r.outcome.client_id: r.state for r in runs if r.outcome.client_id in accepted and r.state is not None})
         n = sum(r.num_examples for r in results)
         record: dict = {
             "round": rnd,
@@ -129,12 +137,12 @@ class Run:
         record["client_bytes_up"] = {str(r.client_id): r.bytes_up for r in results}
         record["client_bytes_down"] = down
         record.update(self._client_summaries(results))
-        record.update(self.algorithm.round_metrics())
+        record.update(self.algorithm.round_metrics(results))
         eval_start = time.perf_counter()
         if rnd % exp.eval.every == 0 or rnd == exp.rounds:
             record.update(self.evaluate(rnd))
         end = time.perf_counter()
-        record["client_s"] = self.backend.client_seconds
+        record["client_s"] = sum(r.seconds for r in runs)
         record["eval_s"] = end - eval_start
         record["wall_s"] = end - start
         return record
@@ -184,14 +192,14 @@ class Run:
         return {f"client_{k}": {str(r.client_id): r.metrics[k] for r in results if k in r.metrics} for k in keys}
 
     def evaluate(self, rnd: int) -> dict[str, float]:
-        out = evaluation.generalized(self.model, self.global_state, self.test_examples(rnd), self.exp.eval)
+        out = evaluation.generalized(self.model, self.global_state, self.federation.test_examples(rnd).to(self.device), self.exp.eval)
         if self.exp.eval.finetune_epochs > 0:
             out.update(
                 evaluation.personalized(
                     self.model,
                     self.global_state,
-                    self.fed.num_clients,
-                    lambda cid: self.client_data(cid, rnd),
+                    self.federation.num_clients,
+                    lambda cid: self.federation.client_data(cid, rnd).to(self.device),
                     self.exp.eval,
                     self.algorithm.params.batch_size,
                     self.exp.seed,
@@ -202,13 +210,16 @@ class Run:
 
     # -- persistence ---------------------------------------------------------------------
     def checkpoint(self, run_dir: Path, rnd: int) -> None:
-        save_checkpoint(run_dir, rnd, self.global_state, self.algorithm.state_dict(), self.exp.checkpoint.keep)
+        server = {"algorithm": self.algorithm.state_dict(), "client_states": self.client_states.checkpoint(rnd)}
+        save_checkpoint(run_dir, rnd, self.global_state, server, self.exp.checkpoint.keep)
 
     def restore(self, path: Path) -> int:
         state = load_checkpoint(path)
-        self.global_state = state["global_state"]
-        self.algorithm.load_state_dict(state["algorithm"])
-        return int(state["round"])
+        rnd = int(state["round"])
+        self.global_state = {k: v.to(self.device) for k, v in state["global_state"].items()}
+        self.algorithm.load_state_dict(state["server"]["algorithm"])
+        self.client_states.restore(state["server"]["client_states"], rnd)
+        return rnd
 
 
 ProgressFn = Callable[[int, dict], None]
@@ -228,13 +239,18 @@ def run_experiment(
     progress: bool | ProgressFn = False,
     fed: FederatedDataset | None = None,
     report: bool = True,
+    extended_from: int | None = None,
 ) -> RunResult:
     """Run (or resume) an experiment and write its run folder; returns its metrics.
 
     ``progress=True`` shows a rich progress bar; a callable gets ``(round, record)``.
     A resumed run continues from the newest checkpoint and its metrics equal those of an
     uninterrupted run (wall times aside), because every random choice derives from
-    (seed, round, client, ...), never from state carried between rounds.
+    (seed, round, client, ...) and all state carried between rounds (global model,
+    server optimizer, client states) is in the checkpoint. ``extended_from``: the run
+    had that many rounds and now continues to ``exp.rounds``; the evaluation every run
+    makes after its last round is dropped from that round where the schedule would
+    not have made it, so the extended run equals one that ran ``exp.rounds`` straight.
     """
     run_dir = exp.run_dir()
     metrics_path = run_dir / METRICS_FILE
@@ -248,6 +264,10 @@ def run_experiment(
             done = run.restore(ckpt)
             metrics = [m for m in _read_metrics(metrics_path) if m["round"] <= done]
             first = done + 1
+        else:  # no round finished: drop client states a crashed first round may have written
+            run.client_states.restore(run.client_states.checkpoint(0), 0)
+        if extended_from is not None and extended_from % exp.eval.every != 0:
+            metrics = [_without_evaluation(m) if m["round"] == extended_from else m for m in metrics]
     elif run_dir.exists() and overwrite:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +278,7 @@ def run_experiment(
 
     bar = _ProgressBar(exp, first) if progress is True else None
     try:
+        run.start()
         for rnd in range(first, exp.rounds + 1):
             record = _round_floats(run.round(rnd))
             metrics.append(record)
@@ -271,6 +292,7 @@ def run_experiment(
             elif callable(progress):
                 progress(rnd, record)
     finally:
+        run.close()
         if bar is not None:
             bar.close()
     if report:
@@ -280,14 +302,32 @@ def run_experiment(
     return RunResult(run_dir, metrics, exp)
 
 
-def resume_experiment(run_dir: Path, progress: bool | ProgressFn = False) -> RunResult:
-    """Continue the run in ``run_dir`` from its newest checkpoint, with its saved config."""
+def _without_evaluation(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.startswith(EVALUATION_PREFIXES)}
+
+
+def resume_experiment(run_dir: Path, progress: bool | ProgressFn = False, overrides: list[str] | None = None) -> RunResult:
+    """Continue the run in ``run_dir`` from its newest checkpoint, with its saved config.
+
+    ``overrides`` may only extend the run (``["rounds=N"]``, N at least its rounds so
+    far): the result equals a run of N rounds made straight. Anything else the saved
+    config fixes, and is refused.
+    """
     config = run_dir / CONFIG_FILE
     if not config.is_file():
         raise ConfigError(f"--resume: {run_dir} holds no {CONFIG_FILE}; is it a fedtune run folder?")
     exp = load_experiment(config)
     exp.output = str(run_dir)
-    return run_experiment(exp, resume=True, progress=progress)
+    previous = exp.rounds
+    for text in overrides or []:
+        path, value = parse_override(text)
+        if path != ["rounds"]:
+            raise ConfigError(f"--set {text!r}: a resumed run keeps its config.toml; only --set rounds=N (to extend it) applies")
+        if not isinstance(value, int) or value < previous:
+            raise ConfigError(f"--set {text!r}: rounds must be an integer of at least the run's {previous} rounds")
+        exp.rounds = value
+    extended = previous if exp.rounds > previous else None
+    return run_experiment(exp, resume=True, progress=progress, extended_from=extended)
 
 
 class _ProgressBar:

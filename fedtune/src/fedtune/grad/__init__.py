@@ -2,10 +2,12 @@
 
 Each estimator is a pure function of a loss closure (``params -> scalar``), the tensors
 to differentiate and, for the random ones, a seed schedule ``(seed, keys)``; none holds
-state. Algorithms call these and never ``torch.func`` directly.
+state. Algorithms call these and never ``torch.func`` directly; ``ESTIMATORS`` maps
+names to them, so a client procedure takes its estimator as a parameter.
 """
 
 from fedtune.grad.backprop import backprop_gradient
+from fedtune.grad.estimators import ESTIMATORS, Estimator, register_estimator
 from fedtune.grad.forward import (
     DISTRIBUTIONS,
     Distribution,
@@ -21,7 +23,9 @@ from fedtune.grad.zeroth import central_difference, spsa_gradient
 
 __all__ = [
     "DISTRIBUTIONS",
+    "ESTIMATORS",
     "Distribution",
+    "Estimator",
     "ForwardGradient",
     "LossClosure",
     "backprop_gradient",
@@ -33,6 +37,7 @@ __all__ = [
     "math_attention",
     "model_loss",
     "rebuild_gradient",
+    "register_estimator",
     "spsa_gradient",
     "tangent",
 ]
