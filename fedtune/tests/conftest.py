@@ -1,4 +1,5 @@
-"""Shared fixtures: small, fast experiments on the real digits data."""
+"""Shared fixtures: small, fast experiments on the real digits data, and the tiny
+random Hugging Face models (``hf_tiny.py``), saved once per test session."""
 
 from __future__ import annotations
 
@@ -31,6 +32,26 @@ def small_experiment(tmp_path, **overrides):
             node = node.setdefault(part, {})
         node[last] = value
     return load_experiment(raw=raw)
+
+
+class _TinyModels(dict):
+    """family -> folder of the tiny model; each family is saved on first use only."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, family):
+        from hf_tiny import save_tiny
+
+        self[family] = path = save_tiny(family, self.root)
+        return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """``tiny_dir["bert" | "gpt2" | "llama"]``: the folder of that tiny model, built once per session."""
+    return _TinyModels(tmp_path_factory.mktemp("hf"))
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_tiny import save_tiny, text_batch
+from hf_tiny import text_batch
 
 from fedtune.data.base import DatasetInfo
 from fedtune.grad import (
@@ -21,12 +21,6 @@ from fedtune.grad import (
 from fedtune.models.hf import build_hf_model
 
 CASES = {"bert": "classification", "gpt2": "causal_lm", "llama": "causal_lm"}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    return {family: save_tiny(family, root) for family in CASES}
 
 
 def _model(tiny_dir, family, **options):

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from hf_tiny import save_tiny
 from typer.testing import CliRunner
 
 from fedtune.measure.cli import bench_app
@@ -34,8 +33,8 @@ def test_tracker_counts_storages_once_and_frees():
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return str(save_tiny("bert", tmp_path_factory.mktemp("hf")))
+def tiny_bert(tiny_dir):
+    return str(tiny_dir["bert"])
 
 
 def test_forward_gradient_step_uses_less_than_backprop(tiny_bert):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_tiny import VOCAB, save_tiny, text_batch
+from hf_tiny import VOCAB, text_batch
 
 from fedtune.data.base import DatasetInfo
 from fedtune.models import build_model
@@ -12,12 +12,6 @@ from fedtune.models.hf import build_hf_model, head_names, layer_groups, load_tok
 
 CLS = DatasetInfo(name="t", task="classification", num_classes=3)
 LM = DatasetInfo(name="t", task="causal_lm", num_classes=VOCAB)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    return {family: save_tiny(family, root) for family in ("bert", "gpt2", "llama")}
 
 
 def _trainable(model):
