@@ -39,7 +39,7 @@ def lr_summary(lr: float, denominators: list[Tensor]) -> dict[str, float]:
         return {}
     eff = lr / torch.cat([x.detach().flatten().to(torch.float64) for x in denominators])
     sample = eff[:: max(1, eff.numel() // _QUANTILE_SAMPLE)]
-    q = torch.quantile(sample, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64))
+    q = torch.quantile(sample, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64, device=sample.device))
     return {
         "eff_lr_mean": float(eff.mean()),
         "eff_lr_q05": float(q[0]),
@@ -96,8 +96,9 @@ class FedOpt(ServerOptimizer):
         lr = self.effective_lr()
         out, denominators = {}, []
         for k, d in delta.items():
-            m = self.m.get(k, torch.zeros_like(d))
-            v = self.v.get(k, torch.zeros_like(d))
+            # .to(): state loaded from a CPU checkpoint follows the update's device
+            m = self.m.get(k, torch.zeros_like(d)).to(d.device)
+            v = self.v.get(k, torch.zeros_like(d)).to(d.device)
             m = self.beta1 * m + (1 - self.beta1) * d
             v = self.second_moment(v, d)
             self.m[k], self.v[k] = m, v
