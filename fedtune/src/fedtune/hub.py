@@ -14,13 +14,13 @@ shaped like a hub id, before anything is loaded. Loaders wrap their
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import importlib
 import logging
 import os
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -63,15 +63,22 @@ def _offline_requested() -> bool:
 
 @lru_cache(maxsize=1)
 def _endpoint_resolves() -> bool:
+    """Whether the hub's host name resolves within a few seconds (a daemon thread, so a
+    resolver that hangs neither blocks the load nor the interpreter's exit)."""
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
-        pool.submit(socket.getaddrinfo, host, 443).result(timeout=_PROBE_SECONDS)
-        return True
-    except (OSError, concurrent.futures.TimeoutError):
-        return False
-    finally:
-        pool.shutdown(wait=False)
+    resolved: list[bool] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            resolved.append(True)
+        except OSError:
+            resolved.append(False)
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(_PROBE_SECONDS)
+    return bool(resolved and resolved[0])
 
 
 def reachable() -> bool:
