@@ -60,7 +60,7 @@ _SMALL_TALK = (
     (("how are you", "how's it going", "how is it going", "how are u", "hope you're well",
       "how's your day", "what's up", "whats up", "what's new"),
      "I'm doing well, thanks for asking!"),
-    (("thank", "thx", "cheers", "ty"), "You're welcome!"),
+    (("thank", "thanks", "thx", "cheers", "ty"), "You're welcome!"),
     (("hello", "hi", "hey", "good morning", "good afternoon", "good evening", "howdy", "hiya",
       "heya", "yo"), "Hello! Nice to meet you."),
     (("bye", "have a nice", "have a good"), "Thanks! We're not quite done yet, though."),
@@ -410,7 +410,9 @@ class CTM:
             return
         acks = _ACKS_LOW if low else _ACKS_GOOD
         turn.say(acks[s.turns % len(acks)], "ack")
-        can_probe = s.stage == "question" and s.probes_asked < p.probes_per_question
+        # probes_asked counts the follow-ups since the main question, so with
+        # probes_per_question > 1 a thin answer to a probe gets another probe
+        can_probe = s.probes_asked < p.probes_per_question
         if can_probe and q < p.rich_threshold:
             turn.ask_probe(
                 f"answer quality {q:.2f} is low; asking for more detail" if low else
