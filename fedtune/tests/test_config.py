@@ -153,7 +153,7 @@ def test_a_newly_registered_partition_or_drift_kind_is_accepted_without_other_ed
 
 
 @pytest.mark.parametrize("field", ["model.name", "data.name"])
-@pytest.mark.parametrize("name", ["hf:/no/such/folder", "hf:./no/such/file.csv", "hf:"])
+@pytest.mark.parametrize("name", ["hf:/no/such/folder", "hf:./no/such/file.csv", "hf:missing.csv", "hf:"])
 def test_hf_path_that_does_not_exist_is_refused_at_validation(tmp_path, field, name):
     with pytest.raises(ConfigError) as err:
         load_experiment(write(tmp_path, BASE), [f"{field}='{name}'"])

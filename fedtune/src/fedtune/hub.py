@@ -34,6 +34,8 @@ USAGE = "hf:<id-or-path>"
 
 # A hub repository id: "name" or "namespace/name" (letters, digits, '-', '_', '.').
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+# Names ending like a data or weights file are local paths, never hub ids.
+_FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".gguf", ".safetensors", ".bin"}
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 _TRUE = {"1", "true", "yes", "on"}
 _PROBE_SECONDS = 3.0
@@ -52,7 +54,7 @@ def source(rest: str) -> str:
     ``namespace/name``), such as a mistyped absolute path."""
     if not rest:
         raise UnknownNameError(f"{PREFIX} needs a Hugging Face hub id or a local path after it")
-    if is_local(rest) or _HUB_ID.fullmatch(rest):
+    if is_local(rest) or (_HUB_ID.fullmatch(rest) and Path(rest).suffix.lower() not in _FILE_SUFFIXES):
         return rest
     raise UnknownNameError(f"{PREFIX}{rest}: no such file or folder (and not a hub id of the form namespace/name)")
 
