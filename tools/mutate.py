@@ -55,7 +55,7 @@ TARGETS = [
     Target("analytics", "communitybots", ("src/communitybots/analytics.py",),
            ("tests/test_analytics.py", "tests/test_analytics_values.py")),
     Target("server", "fedtune", ("src/fedtune/server/*.py",),
-           ("tests/test_server_optimizers.py", "tests/test_flash.py")),
+           ("tests/test_server_optimizers.py", "tests/test_server_behaviour.py", "tests/test_flash.py")),
     Target("grad", "fedtune", ("src/fedtune/grad/*.py",), ("tests/test_grad.py",)),
     # the MNIST loading test is an integration test of 14 s; the partition tests pin the rest.
     # test_seed_processes is left out: its child processes import the unmutated package.
