@@ -34,9 +34,13 @@ from pydantic import (
     model_validator,
 )
 
+from fedtune.algorithms import ALGORITHMS
+from fedtune.data import DATASETS
 from fedtune.data.drift import DriftConfig
 from fedtune.data.partition import PARTITIONERS
 from fedtune.errors import ConfigError, UnknownNameError, format_validation_error
+from fedtune.models import MODELS
+from fedtune.server import SERVER_OPTIMIZERS
 
 __all__ = ["ConfigError", "DataConfig", "Experiment", "format_validation_error", "load_experiment", "validate_components"]
 
@@ -194,12 +198,6 @@ def validate_components(exp: Experiment) -> None:
     ``Params`` model, the ``[server]`` table by the server optimizer's ``Params``, and an
     algorithm that declares ``server_optimizers`` refuses any other server optimizer.
     """
-    # Imported here: fedtune.algorithms imports this module.
-    from fedtune.algorithms import ALGORITHMS
-    from fedtune.data import DATASETS
-    from fedtune.models import MODELS
-    from fedtune.server import SERVER_OPTIMIZERS
-
     lookups = (("data.name", DATASETS, exp.data.name), ("model.name", MODELS, exp.model.name),
                ("algorithm.name", ALGORITHMS, exp.algorithm.name), ("server.name", SERVER_OPTIMIZERS, exp.server.name))
     for field, registry, name in lookups:
