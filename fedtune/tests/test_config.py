@@ -113,9 +113,9 @@ def test_old_error_locations_still_work():
     assert issubclass(errors.RunError, RuntimeError)
 
 
-def test_data_models_and_server_do_not_import_config():
-    # the loop config -> data -> config is gone: data, models and server import fedtune.errors
-    loaded = _fresh_modules("import fedtune.data, fedtune.data.drift, fedtune.models, fedtune.server")
+def test_data_models_algorithms_and_server_do_not_import_config():
+    # the loop config -> data/models/algorithms -> config is gone: they import fedtune.errors
+    loaded = _fresh_modules("import fedtune.data, fedtune.data.drift, fedtune.models, fedtune.algorithms, fedtune.server")
     assert "fedtune.config" not in loaded
     # and config imports cleanly whichever module comes first
     _fresh_modules("import fedtune.data.drift, fedtune.config")
