@@ -59,9 +59,11 @@ TARGETS = [
     Target("grad", "fedtune", ("src/fedtune/grad/*.py",), ("tests/test_grad.py",)),
     # the MNIST loading test is an integration test of 14 s; the partition tests pin the rest.
     # test_seed_processes is left out: its child processes import the unmutated package.
-    Target("partition", "fedtune", ("src/fedtune/data/partition.py",), ("tests/test_partition.py",),
+    Target("partition", "fedtune", ("src/fedtune/data/partition.py",),
+           ("tests/test_partition.py", "tests/test_partition_values.py"),
            ("--deselect", "tests/test_partition.py::test_load_federated_mnist_dirichlet")),
-    Target("seeding", "fedtune", ("src/fedtune/seeding.py",), ("tests/test_seeding.py",)),
+    Target("seeding", "fedtune", ("src/fedtune/seeding.py",),
+           ("tests/test_seeding.py", "tests/test_seeding_values.py")),
 ]
 
 STATUSES = ("killed", "survived", "timeout", "no tests", "suspicious", "skipped", "not checked",
