@@ -51,7 +51,7 @@ TARGETS = [
     Target("ctm", "communitybots", ("src/communitybots/ctm.py",),
            ("tests/test_ctm.py", "tests/test_ctm_decisions.py")),
     Target("store", "communitybots", ("src/communitybots/store.py",),
-           ("tests/test_store.py", "tests/test_turn_replay.py")),
+           ("tests/test_store.py", "tests/test_store_engine.py", "tests/test_turn_replay.py")),
     Target("analytics", "communitybots", ("src/communitybots/analytics.py",),
            ("tests/test_analytics.py", "tests/test_analytics_values.py")),
     Target("server", "fedtune", ("src/fedtune/server/*.py",),
