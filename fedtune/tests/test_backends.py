@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from fedtune.algorithms import ALGORITHMS, Algorithm, Client
-from fedtune.config import ConfigError
 from fedtune.engine import resume_experiment, run_experiment
 
 ray = pytest.importorskip("ray")
@@ -151,22 +150,3 @@ def test_resume_on_ray_equals_uninterrupted(make_experiment, local_ray, tmp_path
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cut, progress=stop_after_round_3)
     assert without_times(resume_experiment(tmp_path / "cut").metrics) == without_times(full)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"backend": {"name": "inprocess", "num_actors": 2}}, "backend: num_actors applies to the ray backend only"),
-        ({"backend": "spark"}, "backend.name: unknown backend 'spark'"),
-        ({"client_state": "disk"}, "client_state: algorithm 'fedavg' keeps no client state"),
-        ({"client_state": "cloud", "algorithm": {"name": "test-visits"}}, "client_state: unknown store 'cloud'"),
-        ({"device": "gpu"}, "device: String should match pattern"),
-    ],
-)
-def test_engine_settings_that_cannot_apply_are_refused(make_experiment, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        make_experiment(**overrides)
-
-
-def test_backend_shorthand(make_experiment):
-    assert make_experiment(backend="ray").backend.name == "ray"

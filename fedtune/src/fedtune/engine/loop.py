@@ -256,7 +256,23 @@ def run_experiment(
     metrics_path = run_dir / METRICS_FILE
     if not resume and metrics_path.exists() and not overwrite:
         raise ConfigError(f"output: {run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    run = Run(exp, fed)  # builds everything before a single file is written
+    run = Run(exp, fed)  # builds everything, and starts the backend, before a single file is written
+    run.start()
+    try:
+        metrics = _run_rounds(run, exp, resume, overwrite, progress, extended_from)
+    finally:
+        run.close()
+    if report:
+        from fedtune.report import write_run_report
+
+        write_run_report(run_dir, exp, metrics)
+    return RunResult(run_dir, metrics, exp)
+
+
+def _run_rounds(run: Run, exp: Experiment, resume: bool, overwrite: bool, progress, extended_from: int | None) -> list[dict]:
+    """Prepare the run folder (restoring a checkpoint when resuming), then run the rounds."""
+    run_dir = exp.run_dir()
+    metrics_path = run_dir / METRICS_FILE
     first, metrics = 1, []
     if resume:
         ckpt = latest_checkpoint(run_dir)
@@ -278,7 +294,6 @@ def run_experiment(
 
     bar = _ProgressBar(exp, first) if progress is True else None
     try:
-        run.start()
         for rnd in range(first, exp.rounds + 1):
             record = _round_floats(run.round(rnd))
             metrics.append(record)
@@ -292,14 +307,9 @@ def run_experiment(
             elif callable(progress):
                 progress(rnd, record)
     finally:
-        run.close()
         if bar is not None:
             bar.close()
-    if report:
-        from fedtune.report import write_run_report
-
-        write_run_report(run_dir, exp, metrics)
-    return RunResult(run_dir, metrics, exp)
+    return metrics
 
 
 def _without_evaluation(record: dict) -> dict:

@@ -19,6 +19,7 @@ statistics off.
 from __future__ import annotations
 
 import os
+import socket
 
 import torch
 
@@ -41,6 +42,19 @@ class _WorkerActor:
         return self.worker.run(task, global_state, state)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, where Ray would retry an unreachable address for minutes."""
+    if address == "auto":
+        return  # Ray finds the local cluster itself, and says so at once when there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f'backend.address: {address!r} is not "auto", "host:port" or "ray://host:port"')
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"backend.address: nothing answers at {host}:{port} ({err.strerror or err}); start the cluster with ray start --head") from None
+
+
 def start_ray(address: str | None):
     """Join the cluster at ``address``, or start Ray on this machine.
 
@@ -54,6 +68,8 @@ def start_ray(address: str | None):
         raise ConfigError('backend.name: "ray" needs Ray; install it with pip install "fedtune[ray]"') from None
     if ray.is_initialized():
         return ray, False
+    if address is not None:
+        check_reachable(address)
     try:
         if address is None:
             ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False, _node_ip_address="127.0.0.1")
