@@ -173,7 +173,9 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "communitybots.cli", "serve", str(SURVEY), "--port", str(port),
          "--database-url", url, "--relevance", args.relevance,
-         "--rate-limit", str(10 * args.messages), "--workers", str(args.workers)],
+         "--rate-limit", str(10 * args.messages), "--workers", str(args.workers),
+         # every simulated participant comes from 127.0.0.1: no per-address consent limit
+         "--consents-per-address", "0"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -230,7 +230,7 @@ def test_nul_and_lone_surrogates_are_a_clear_400(make_client, caplog, raw, messa
     with client.app.state.sessions() as db:
         before = db.scalar(select(Participant.version))
     response = client.post("/api/messages", content=(
-        '{"client_id": "m1", "text": %s}' % raw).encode(),
+        '{"client_id": "m1", "text": ' + raw + "}").encode(),
         headers={"X-CSRF-Token": csrf(client), "content-type": "application/json"})
     assert response.status_code == 400 and message in response.json()["error"]
     with client.app.state.sessions() as db:  # nothing stored, not even half
@@ -250,6 +250,15 @@ def test_unstorable_questionnaire_text_and_client_ids(make_client) -> None:
     refused = client.post("/survey", data={"csrf_token": csrf(client), "item_enjoyed": "5",
                                             "item_comment": "fine\x00"})
     assert refused.status_code == 400 and "contains a NUL character" in refused.text
+
+
+def test_ids_in_paths_are_checked_before_any_lookup(make_client) -> None:
+    client = make_client()
+    make_admin(client)
+    log_in(client)
+    token = page_csrf(client, "/admin")
+    assert client.get("/admin/participants/ab%00cd").status_code == 404  # was a 500 on PostgreSQL
+    assert client.post("/admin/groups/ab%00cd/exclude", data={"csrf_token": token}).status_code == 404
 
 
 def test_database_errors_never_show_the_values(make_client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -136,8 +137,13 @@ def _group_sizes(db: Session) -> dict[str, int]:
                            .group_by(Participant.origin_group)).all())
 
 
+_HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
+
+
 def _participant(db: Session, public_id: str) -> Participant:
-    p = db.scalar(select(Participant).where(Participant.public_id == public_id))
+    # ids are hex: anything else (a NUL included) is looked up nowhere
+    p = _HEX_ID.match(public_id) and db.scalar(
+        select(Participant).where(Participant.public_id == public_id))
     if p is None:
         raise HTTPException(404, f"no participant {public_id!r}")
     return p
@@ -215,7 +221,8 @@ async def exclude_group(request: Request, group: str, _admin: CurrentAdmin,
                         db: DB) -> Response:
     """Leave out every participant of one origin group (a flood from one address)."""
     reason = await _reason(request)
-    rows = db.scalars(select(Participant).where(Participant.origin_group == group)).all()
+    rows = db.scalars(select(Participant).where(Participant.origin_group == group)).all() \
+        if _HEX_ID.match(group) else []
     if not rows:
         raise HTTPException(404, f"no origin group {group!r}")
     now = utcnow()
