@@ -5,7 +5,9 @@ result or a recorded failure.
 Backends are registered by name (``[backend] name = ...`` in an experiment):
 
 - ``inprocess``: clients one after another on the server's own worker (the default);
-- ``ray``: clients on Ray actors, on this machine or a cluster (:mod:`fedtune.engine.ray_backend`).
+- ``ray``: clients on Ray actors, on this machine or a cluster (:mod:`fedtune.engine.ray_backend`);
+- ``flower``: clients as Flower ClientApps, in Flower's simulation runtime or on the
+  SuperNodes of a real federation (:mod:`fedtune.deploy.backend`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ def _ray_backend(exp: Experiment, worker: ClientWorker) -> Backend:
     from fedtune.engine.ray_backend import RayBackend  # ray is an optional dependency
 
     return RayBackend(exp, worker.client)
+
+
+@BACKENDS.register("flower")
+def _flower_backend(exp: Experiment, worker: ClientWorker) -> Backend:
+    from fedtune.deploy.backend import flower_backend  # flwr is an optional dependency
+
+    return flower_backend(exp, worker)
 
 
 __all__ = [
