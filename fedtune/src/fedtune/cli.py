@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from fedtune.config import ConfigError, load_experiment
+from fedtune.deploy.cli import flower_app
 from fedtune.measure.cli import bench_app
 from fedtune.registry import UnknownNameError
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 datasets_app = typer.Typer(help="List datasets and inspect partitions.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(bench_app, name="bench")
+app.add_typer(flower_app, name="flower")
 
 console = Console()
 if not console.is_terminal:  # logs and pipes: no 80-column wrapping of the tables

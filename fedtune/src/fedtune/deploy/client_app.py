@@ -59,6 +59,24 @@ def worker_for(exp: Experiment) -> ClientWorker:
     return _WORKERS[key]
 
 
+def partitions_content(context: Context) -> RecordDict:
+    """The reply to ``query``: the partitions this node holds."""
+    return RecordDict({records.PARTITIONS: ConfigRecord({"ids": node_partitions(context)})})
+
+
+def train_content(load: Callable[[Context], Experiment], content: RecordDict, context: Context) -> RecordDict:
+    """The reply to ``train``: the task run on this process's worker, or why it was refused."""
+    task = records.record_to_task(content[records.TASK])
+    held = node_partitions(context)
+    if task.client_id not in held:
+        why = f"this SuperNode holds partitions {held}, not {task.client_id}"
+        return records.run_to_content(ClientRun(ClientFailure(task.client_id, task.round, why), None, 0.0))
+    worker = worker_for(load(context))
+    global_state = records.record_to_state(content[records.GLOBAL], worker.device)
+    state = records.records_to_state(content, worker.device)
+    return records.run_to_content(worker.run(task, global_state, state))
+
+
 def make_client_app(load: Callable[[Context], Experiment]) -> ClientApp:
     """A ``ClientApp`` for the experiment that ``load(context)`` gives.
 
@@ -69,18 +87,10 @@ def make_client_app(load: Callable[[Context], Experiment]) -> ClientApp:
 
     @app.query()
     def query(message: Message, context: Context) -> Message:
-        return Message(RecordDict({records.PARTITIONS: ConfigRecord({"ids": node_partitions(context)})}), reply_to=message)
+        return Message(partitions_content(context), reply_to=message)
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
-        content = message.content
-        task = records.record_to_task(content[records.TASK])
-        if task.client_id not in node_partitions(context):
-            why = f"this SuperNode holds partitions {node_partitions(context)}, not {task.client_id}"
-            return Message(records.run_to_content(ClientRun(ClientFailure(task.client_id, task.round, why), None, 0.0)), reply_to=message)
-        worker = worker_for(load(context))
-        global_state = records.record_to_state(content[records.GLOBAL], worker.device)
-        state = records.records_to_state(content, worker.device)
-        return Message(records.run_to_content(worker.run(task, global_state, state)), reply_to=message)
+        return Message(train_content(load, message.content, context), reply_to=message)
 
     return app

@@ -1,0 +1,160 @@
+"""Flower: records round-trip exactly, runs through Flower's runtime equal in-process runs,
+the generated app project is one `flwr run` accepts, and what cannot apply is one line."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("flwr")
+
+from flwr.app import Context, RecordDict  # noqa: E402
+
+from fedtune.algorithms import ClientResult, ClientTask  # noqa: E402
+from fedtune.cli import app  # noqa: E402
+from fedtune.deploy import records  # noqa: E402
+from fedtune.deploy.client_app import node_partitions, parse_partitions  # noqa: E402
+from fedtune.deploy.project import write_project  # noqa: E402
+from fedtune.engine import run_experiment  # noqa: E402
+from fedtune.engine.worker import ClientFailure, ClientRun  # noqa: E402
+from fedtune.errors import ConfigError  # noqa: E402
+
+
+def without_times(metrics: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if not k.endswith("_s")} for m in metrics]
+
+
+# -- records -----------------------------------------------------------------------------
+def test_tensors_cross_byte_for_byte_in_every_dtype():
+    state = {
+        "w": torch.randn(3, 4),
+        "b16": torch.randn(5, dtype=torch.float64).to(torch.bfloat16),
+        "h": torch.randn(2, 2).half(),
+        "i": torch.arange(6).reshape(2, 3),
+        "scalar": torch.tensor(0.5),
+    }
+    back = records.record_to_state(records.state_to_record(state))
+    assert list(back) == list(state)
+    for name, tensor in state.items():
+        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape
+        assert torch.equal(back[name], tensor), name
+
+
+@pytest.mark.parametrize("names", [None, (), ("a.weight", "b.bias")])
+def test_a_task_crosses_as_a_config_record(names):
+    task = ClientTask(client_id=7, round=3, seed=11, tensor_names=names)
+    assert records.record_to_task(records.task_to_record(task)) == task
+
+
+def test_a_result_with_jvps_metrics_and_state_crosses_exactly():
+    jvps = [[0.1234567890123, -2.5], [3e-7, 1.0], []]
+    result = ClientResult(4, 37, {"w": torch.randn(2, 3)}, {"loss": 0.75, "steps": 12, "nan": float("nan")}, 96, jvps=jvps)
+    state = {"visits": 3, "name": "x", "last": torch.ones(2)}
+    run = records.content_to_run(records.run_to_content(ClientRun(result, state, 1.5)))
+    got = run.outcome
+    assert isinstance(got, ClientResult)
+    assert (got.client_id, got.num_examples, got.bytes_up, got.jvps) == (4, 37, 96, jvps)
+    assert got.metrics["steps"] == 12 and type(got.metrics["steps"]) is int  # ints stay ints in the metrics file
+    assert got.metrics["loss"] == 0.75 and got.metrics["nan"] != got.metrics["nan"]
+    assert torch.equal(got.tensors["w"], result.tensors["w"])
+    assert run.state["visits"] == 3 and run.state["name"] == "x" and torch.equal(run.state["last"], torch.ones(2))
+    assert run.seconds == 1.5
+    plain = records.content_to_run(records.run_to_content(ClientRun(ClientResult(1, 2, {}, {}), None, 0.0)))
+    assert plain.outcome.jvps is None and plain.state is None
+
+
+def test_a_failure_crosses_as_a_failure():
+    run = records.content_to_run(records.run_to_content(ClientRun(ClientFailure(5, 2, "ValueError: boom (x.py:1)"), None, 0.25)))
+    assert run.outcome == ClientFailure(5, 2, "ValueError: boom (x.py:1)") and run.state is None
+
+
+def test_a_metric_flower_cannot_carry_is_one_line():
+    with pytest.raises(TypeError, match="client metric 'tag' is a str"):
+        records.run_to_content(ClientRun(ClientResult(1, 2, {}, {"tag": "x"}), None, 0.0))
+
+
+# -- partitions from node config -----------------------------------------------------------
+def _context(node_config: dict) -> Context:
+    return Context(run_id=1, node_id=2, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def test_a_node_names_its_partitions_in_its_node_config():
+    assert parse_partitions("0-3, 9,12-13") == [0, 1, 2, 3, 9, 12, 13]
+    assert node_partitions(_context({"partition-id": 4, "num-partitions": 10})) == [4]
+    assert node_partitions(_context({"partition-ids": "2-3"})) == [2, 3]
+    with pytest.raises(ValueError, match="partition-id=N"):
+        node_partitions(_context({}))
+    with pytest.raises(ValueError, match="partition-ids"):
+        parse_partitions("a-b")
+
+
+def test_a_client_app_refuses_a_partition_its_node_does_not_hold(make_experiment):
+    from fedtune.deploy.client_app import partitions_content, train_content
+
+    exp = make_experiment()
+    task = ClientTask(client_id=5, round=1, seed=3)
+    content = RecordDict({records.TASK: records.task_to_record(task), records.GLOBAL: records.state_to_record({})})
+    run = records.content_to_run(train_content(lambda ctx: exp, content, _context({"partition-id": 1})))
+    assert isinstance(run.outcome, ClientFailure) and "holds partitions [1], not 5" in run.outcome.error
+    assert list(partitions_content(_context({"partition-ids": "0-2"}))[records.PARTITIONS]["ids"]) == [0, 1, 2]
+
+
+# -- runs through Flower's runtime equal in-process runs ---------------------------------------
+SPRY = {"name": "spry", "batch_size": 16, "lr": 1e-3, "max_steps": 5}
+CASES = {
+    "fedavg": {},
+    "spry-per-epoch": {"algorithm": SPRY, "server": {"name": "fedyogi", "lr": 0.01}},
+    "spry-per-iteration": {"algorithm": {**SPRY, "communication": "per_iteration"}, "server": {"name": "fedyogi", "lr": 0.01}},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_flower_simulation_equals_inprocess(make_experiment, tmp_path, case):
+    common = {"rounds": 3, "checkpoint.every": 0, **CASES[case]}
+    local = run_experiment(make_experiment(output=str(tmp_path / "local"), **common), report=False)
+    flower = run_experiment(make_experiment(output=str(tmp_path / "flower"), backend="flower", **common), report=False)
+    assert without_times(flower.metrics) == without_times(local.metrics)
+    assert (tmp_path / "flower" / "metrics.jsonl").read_text().count("\n") == 3
+    if case == "spry-per-iteration":  # the jvps crossed: nothing but scalars went up
+        assert all(m["bytes_up"] < 1000 for m in flower.metrics)
+
+
+# -- the Flower app project ----------------------------------------------------------------
+def test_the_app_project_is_a_valid_flower_app(make_experiment, tmp_path):
+    from flwr.common.config import validate_config
+
+    out = tmp_path / "app"
+    files = write_project(make_experiment(), out)
+    assert sorted(p.name for p in files) == ["experiment.toml", "fedtune_app.py", "pyproject.toml"]
+    config = tomllib.loads((out / "pyproject.toml").read_text())
+    valid, errors, _ = validate_config(config, check_module=True, project_dir=out)
+    assert valid, errors
+    assert config["tool"]["flwr"]["app"]["config"]["experiment"] == "experiment.toml"
+    assert tomllib.loads((out / "experiment.toml").read_text())["backend"]["name"] == "flower"
+    from fedtune.deploy.project import BundledExperiment
+
+    exp = BundledExperiment(out)(_context({}))
+    assert exp.backend.name == "flower" and exp.data.num_clients == 8
+
+
+def test_flower_app_command_writes_the_project_and_refuses_what_cannot_apply(tmp_path):
+    runner = CliRunner()
+    exp = tmp_path / "exp.toml"
+    exp.write_text('name = "tiny"\nrounds = 2\nclients_per_round = 2\n[data]\nname = "digits"\nnum_clients = 4\n')
+    ok = runner.invoke(app, ["flower", "app", str(exp), "--out", str(tmp_path / "app")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "app" / "pyproject.toml").is_file()
+    again = runner.invoke(app, ["flower", "app", str(exp), "--out", str(tmp_path / "app")])
+    assert again.exit_code == 2 and "not empty" in again.output and len(again.output.strip().splitlines()) == 1
+    ray = runner.invoke(app, ["flower", "app", str(exp), "--out", str(tmp_path / "b"), "--set", 'backend="ray"'])
+    assert ray.exit_code == 2 and "does not apply to a Flower app" in ray.output
+    missing = runner.invoke(app, ["flower", "app", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "c")])
+    assert missing.exit_code == 2 and "no such experiment file" in missing.output
+
+
+def test_write_project_refuses_a_ray_experiment(make_experiment, tmp_path):
+    with pytest.raises(ConfigError, match="does not apply"):
+        write_project(make_experiment(backend="ray"), tmp_path / "x")
