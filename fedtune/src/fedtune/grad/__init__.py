@@ -1,4 +1,4 @@
-"""Gradient estimators: backpropagation, forward gradients (jvp), zeroth-order (SPSA).
+"""Gradient estimators: backpropagation, forward gradients (jvp), zeroth-order (SPSA, MeZO, BAFFLE).
 
 Each estimator is a pure function of a loss closure (``params -> scalar``), the tensors
 to differentiate and, for the random ones, a seed schedule ``(seed, keys)``; none holds
@@ -19,7 +19,16 @@ from fedtune.grad.forward import (
     tangent,
 )
 from fedtune.grad.functional import LossClosure, dropout_disabled, math_attention, model_loss
-from fedtune.grad.zeroth import central_difference, spsa_gradient
+from fedtune.grad.guided import alignment_scores, fwdllm_gradient, rank_candidates
+from fedtune.grad.zeroth import (
+    central_difference,
+    mezo_directional,
+    mezo_gradient,
+    mezo_replay_step_,
+    perturb_,
+    seeded_sgd_step_,
+    spsa_gradient,
+)
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -28,16 +37,24 @@ __all__ = [
     "Estimator",
     "ForwardGradient",
     "LossClosure",
+    "alignment_scores",
     "backprop_gradient",
     "central_difference",
     "dropout_disabled",
     "forward_gradient",
+    "fwdllm_gradient",
     "jvp",
     "make_tangents",
     "math_attention",
+    "mezo_directional",
+    "mezo_gradient",
+    "mezo_replay_step_",
     "model_loss",
+    "perturb_",
+    "rank_candidates",
     "rebuild_gradient",
     "register_estimator",
+    "seeded_sgd_step_",
     "spsa_gradient",
     "tangent",
 ]
