@@ -69,6 +69,8 @@ class ClientTask:
     round: int
     seed: int  # the run seed; clients derive (seed, purpose, round, client, ...) from it
     tensor_names: tuple[str, ...] | None = None  # the tensors to train; None: every trainable tensor
+    # a direction the server sends with the task (FwdLLM: the previous global update); None: none
+    guide: State | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -50,7 +50,8 @@ from fedtune.algorithms.base import (
     make_optimizer,
 )
 from fedtune.data.base import ClientData
-from fedtune.grad import ESTIMATORS, model_loss, rebuild_gradient
+from fedtune.grad import ESTIMATORS, LossClosure, model_loss, rebuild_gradient
+from fedtune.grad.estimators import EstimateFn
 from fedtune.models.base import State, set_trainable, state_bytes, trainable_names
 from fedtune.seeding import torch_generator
 
@@ -195,12 +196,29 @@ class EstimatedGradientClient(Client):
 
     params: ForwardGradParams
 
+    def estimator(self, task: ClientTask) -> EstimateFn:
+        """The gradient estimator of this task's steps (``params.estimator``; FwdLLM binds its guide)."""
+        return ESTIMATORS.get(self.params.estimator).estimate
+
+    def train_step(
+        self, estimate: EstimateFn, loss: LossClosure, theta: State, optimizer: torch.optim.Optimizer, task: ClientTask, step: int
+    ) -> tuple[float, list[float]]:
+        """One local step on ``theta``: estimate the gradient, step the local optimizer.
+
+        Returns the step's loss and the scalars per-iteration mode sends (FedMeZO overrides
+        this with MeZO's in-place update).
+        """
+        cfg = self.params
+        est = estimate(loss, theta, task.seed, tangent_keys(task, step), cfg.num_tangents, cfg.tangent_distribution)
+        local_step(optimizer, theta, est.grads)
+        return float(est.loss), est.jvps.tolist()
+
     def fit(
         self, model: nn.Module, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None = None
     ) -> tuple[ClientResult, None]:
         set_trainable(model, global_state)
         cfg = self.params
-        estimate = ESTIMATORS.get(cfg.estimator).estimate
+        estimate = self.estimator(task)
         names = set(trained_names(task, global_state))
         theta = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
         optimizer = make_optimizer(list(theta.values()), cfg)
@@ -213,14 +231,15 @@ class EstimatedGradientClient(Client):
                     break
                 # dropout off: the K passes of one step must differentiate the same loss
                 loss = model_loss(model, batch, dropout=False, loss_chunk_size=cfg.loss_chunk_size)
-                est = estimate(loss, theta, task.seed, tangent_keys(task, step), cfg.num_tangents, cfg.tangent_distribution)
-                local_step(optimizer, theta, est.grads)
-                losses.append(float(est.loss))
-                sent.append(est.jvps.tolist())
+                value, scalars = self.train_step(estimate, loss, theta, optimizer, task, step)
+                losses.append(value)
+                sent.append(scalars)
                 step += 1
-        metrics = {"loss": sum(losses) / max(len(losses), 1), "steps": step, "tensors_trained": len(theta)}
+        metrics = {"loss": sum(losses) / max(len(losses), 1), "steps": step, "tensors_trained": len(theta),
+                   "tangents": sum(len(scalars) for scalars in sent) / max(step, 1)}
         if cfg.communication == "per_iteration":
-            return ClientResult(task.client_id, len(data.train), {}, metrics, JVP_BYTES * cfg.num_tangents * step, jvps=sent), None
+            bytes_up = JVP_BYTES * sum(len(scalars) for scalars in sent)
+            return ClientResult(task.client_id, len(data.train), {}, metrics, bytes_up, jvps=sent), None
         return ClientResult(task.client_id, len(data.train), theta, metrics, state_bytes(theta)), None
 
 
@@ -285,6 +304,10 @@ class Spry(Algorithm):
     def aggregate(self, round: int, global_state: State, results: list[ClientResult]) -> State:
         return super().aggregate(round, global_state, [self.rebuild(global_state, r) for r in results])
 
+    def replay(self, global_state: State, task: ClientTask, jvps: list[list[float]]) -> State:
+        """The tensors a per-iteration client's scalars stand for (:func:`replay`, the module function)."""
+        return replay(self.params, global_state, task, jvps)
+
     def rebuild(self, global_state: State, result: ClientResult) -> ClientResult:
         """A per-iteration result as the tensors it stands for (others pass through)."""
         if result.jvps is None:
@@ -292,7 +315,7 @@ class Spry(Algorithm):
         task = self._issued.get(result.client_id)
         if task is None:
             raise RuntimeError(f"client {result.client_id} sent jvps but was given no task this round")
-        theta = replay(self.params, global_state, task, result.jvps)
+        theta = self.replay(global_state, task, result.jvps)
         return ClientResult(result.client_id, result.num_examples, theta, result.metrics, result.bytes_up)
 
 
