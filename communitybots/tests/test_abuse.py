@@ -194,6 +194,7 @@ def test_bodies_are_capped_while_reading(make_client) -> None:
                                     "content-type": "application/json"})
     assert declared.status_code == 413
     assert declared.json() == {"error": "request body too large: the limit is 10000 bytes"}
+    assert "content-security-policy" in declared.headers  # the security headers too
     # no Content-Length (chunked): the server stops reading by itself, a chunk past the cap
     pulled: list[int] = []
     sent: list[dict] = []

@@ -13,8 +13,10 @@ counts the same failures, and nothing grows with what clients send:
   new browser, ``communitybots admin unlock`` or ``reset-password`` clears the account's
   counter.
 
-Usernames longer than 100 and passwords longer than 1024 characters are refused before
-anything is counted, looked up or hashed.
+An attempt refused by the account's counter still counts against its address (guessing
+at a locked account slows that address down too). Usernames longer than 100 and
+passwords longer than 1024 characters are refused before anything is counted, looked up
+or hashed.
 """
 
 from __future__ import annotations

@@ -190,8 +190,9 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
     app.include_router(participant.router)
     app.include_router(admin.router)
     app.include_router(export.router)
-    app.add_middleware(BrowserMiddleware, secure=settings.secure_cookies)
+    # the last added runs first: the security headers go on every answer, the 413 too
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BrowserMiddleware, secure=settings.secure_cookies)
 
     @app.exception_handler(NotAuthenticated)
     async def _not_authenticated(request: Request, _exc: NotAuthenticated) -> Any:
