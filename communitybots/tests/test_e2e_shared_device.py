@@ -1,7 +1,8 @@
 """The pages of issue 12 in a real headless Chromium (Debian's package, through
 Playwright): right-to-left override characters stay inside their bubble, the session
 ends when the completion code is shown (the next person at a kiosk sees nothing of it),
-"I'm a new participant" starts afresh, and deleting a participant needs the
+"I'm a new participant" starts afresh (a message the previous person left unsent is
+dropped, never sent as the next one's), and deleting a participant needs the
 confirmation box ticked."""
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _start(db_url: str) -> LiveServer:
 def test_kiosk_rtl_and_confirmed_delete(tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from communitybots.store import Participant
+    from communitybots.store import Message, Participant
     from communitybots.web.accounts import create_admin
 
     with sync_playwright() as pw, _start(f"sqlite:///{tmp_path / 'kiosk.sqlite3'}") as server:
@@ -74,14 +75,22 @@ def test_kiosk_rtl_and_confirmed_delete(tmp_path: Path) -> None:
         expect(kiosk.locator("#resume")).to_have_count(0)
         assert kiosk.evaluate("fetch('/api/session').then(r => r.status)") == 401
 
-        # a second person starts, walks away; the third says "I'm a new participant"
+        # a second person starts, a message of theirs is left unsent (lost response), they
+        # walk away; the third says "I'm a new participant"
         start_chat()
+        kiosk.evaluate("""fetch('/api/session').then(r => r.json()).then(d =>
+            localStorage.setItem('cb_pending', JSON.stringify({client_id: 'left-1',
+                text: 'my secret address', kind: 'message', owner: d.participant})))""")
         kiosk.goto(server.url + "/")
         expect(kiosk.locator("#resume")).to_contain_text("continue where you left off")
         kiosk.get_by_role("button", name="I'm a new participant").click()
         kiosk.wait_for_url(server.url + "/")
         expect(kiosk.locator("#resume")).to_have_count(0)
         assert kiosk.evaluate("fetch('/api/session').then(r => r.status)") == 401
+        start_chat()  # the third person's chat never sends the second one's kept message
+        expect(kiosk.locator(".bubble.mine")).to_have_count(0)
+        assert kiosk.evaluate("localStorage.getItem('cb_pending')") is None
+        assert "my secret address" not in kiosk.content()
 
         # the researcher deletes one participant: not without ticking the box
         with server.app.state.sessions() as db:
@@ -100,10 +109,12 @@ def test_kiosk_rtl_and_confirmed_delete(tmp_path: Path) -> None:
         delete.click()  # the browser refuses: the confirmation box is required
         assert admin.url.endswith(f"/admin/participants/{public_id}")
         with server.app.state.sessions() as db:
-            assert db.scalar(select(func.count(Participant.id))) == 2
+            assert db.scalar(select(func.count(Participant.id))) == 3
         admin.get_by_label(f"Yes, delete all data of {public_id}").check()
         delete.click()
         expect(admin.get_by_role("status")).to_contain_text(f"Deleted all data of participant {public_id}")
         with server.app.state.sessions() as db:
-            assert db.scalar(select(func.count(Participant.id))) == 1
+            assert db.scalar(select(func.count(Participant.id))) == 2
+            assert db.scalar(select(func.count(Message.id)).where(
+                Message.text == "my secret address")) == 0
         browser.close()

@@ -207,6 +207,7 @@ def transcript(db: Session, study: Study, participant: Participant) -> dict[str,
     messages = db.scalars(select(Message).where(Message.participant_id == participant.id)
                           .order_by(Message.seq)).all()
     return {
+        "participant": participant.public_id,
         "condition": participant.condition,
         "title": survey.title,
         "agents": [{"id": a.id, "name": a.name, "domain": a.domain, "colour": a.colour,

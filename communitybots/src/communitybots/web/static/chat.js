@@ -29,6 +29,7 @@
 
   let agents = {};
   let busy = false;
+  let owner = null; // the session's participant: a message kept for another is never sent
 
   function newId() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -183,7 +184,7 @@
   function send(text, kind) {
     if (busy) return;
     const pending = { client_id: newId(), text: text, kind: kind };
-    localStorage.setItem(PENDING_KEY, JSON.stringify(pending));
+    localStorage.setItem(PENDING_KEY, JSON.stringify({ ...pending, owner: owner }));
     const own = bubble({ role: "participant", text: kind === "skip_button" ? "Skip topic" : text });
     deliver(pending, own);
   }
@@ -216,6 +217,7 @@
     const response = await fetch("/api/session", { credentials: "same-origin" });
     if (response.status === 401) { window.location.href = "/"; return; }
     const data = await response.json();
+    owner = data.participant;
     drawAgents(data.agents);
     const seen = new Set();
     for (const m of data.messages) {
@@ -227,8 +229,9 @@
     root.dataset.ready = "true";
     const saved = localStorage.getItem(PENDING_KEY);
     if (saved) {
-      const pending = JSON.parse(saved);
-      if (seen.has(pending.client_id) || data.cues.finished) {
+      const { owner: savedOwner, ...pending } = JSON.parse(saved);
+      // a message kept by the previous person at this browser is dropped, never sent
+      if (savedOwner !== owner || seen.has(pending.client_id) || data.cues.finished) {
         localStorage.removeItem(PENDING_KEY);
       } else {
         const own = bubble({ role: "participant", text: pending.kind === "skip_button" ? "Skip topic" : pending.text });
