@@ -63,7 +63,7 @@ class ForwardGradParams(LocalParams):
 
     lr: float = Field(1e-4, gt=0, description="client learning rate (the paper uses AdamW 1e-4)")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="client optimizer")
-    estimator: str = Field("forward", description="gradient estimator, a name of fedtune.grad.ESTIMATORS (forward, spsa, backprop)")
+    estimator: str = Field("forward", description="gradient estimator, a name of fedtune.grad.ESTIMATORS (forward, spsa, mezo, baffle, fwdllm, backprop)")
     num_tangents: int = Field(1, ge=1, description="K: tangents (jvp passes, or perturbations) per local step")
     tangent_distribution: Literal["gaussian", "rademacher"] = Field("gaussian", description="distribution of the tangents v_k")
     communication: Literal["per_epoch", "per_iteration"] = Field(
