@@ -36,14 +36,14 @@ SURVEY = load_survey(ROOT / "src/communitybots/surveys/covid_daily_life.yaml")
 GOLDEN = Path(__file__).parent / "data" / "ctm_golden.json"
 
 INTENTS = {"dk": Intent.DONT_KNOW, "skip": Intent.SKIP, "jump": Intent.JUMP,
-           "clarify": Intent.CLARIFY, "bot": Intent.BOT_QUESTION, "chat": Intent.CHIT_CHAT,
+           "clarify": Intent.CLARIFY, "?": Intent.BOT_QUESTION, "chat": Intent.CHIT_CHAT,
            "gib": Intent.GIBBERISH, "stop": Intent.STOP, "abuse": Intent.ABUSIVE}
 
 
 class ScriptedNLU:
     """Reads the intent and quality off the message: ``a Q`` (answer of quality Q),
     ``jump DOMAIN [TOPIC]`` (``jump ?`` names no known domain), or a word of ``INTENTS``
-    followed by free text (the text of ``bot``/``chat`` messages reaches the FAQ and the
+    followed by free text (the text of ``?``/``chat`` messages reaches the FAQ and the
     small-talk table)."""
 
     def __init__(self) -> None:
@@ -151,7 +151,7 @@ def test_events_carry_the_agent_and_topic_they_were_decided_in():
 
 
 def test_a_re_asked_probe_stays_a_probe():
-    steps = converse(engine(), ["a 0.5", "bot are you a real person", "chat hello", "gib",
+    steps = converse(engine(), ["a 0.5", "? are you a real person", "chat hello", "gib",
                                 "jump ?", "clarify"])
     for _, state, replies, _ in steps[2:6]:
         assert state.stage == "probe"
@@ -185,6 +185,25 @@ def test_time_budget_counts_from_the_start_and_the_turn_budget_counts_messages()
     assert steps[2][3][1].data["low_quality"] is True  # the don't-know, counted as low
 
 
+def test_start_and_step_arguments():
+    state, _, _ = engine().start(now=5.0)
+    assert (state.started_at, state.last_at) == (5.0, 5.0)
+    state, _, _ = engine().start()
+    assert (state.started_at, state.last_at) == (0.0, 0.0)
+    with pytest.raises(TypeError, match=r"^message must be str, got bytes$"):
+        engine().step(state, b"hello", now=1.0)
+    stub = ScriptedNLU()
+    assert CTM(SURVEY, nlu=stub).nlu is stub
+
+
+def test_without_an_nlu_the_engine_builds_the_surveys_own():
+    ctm = CTM(SURVEY, relevance="tfidf")
+    assert ctm.nlu.relevance_backend == "tfidf"
+    state, _, _ = ctm.start()
+    _, _, events = ctm.step(state, "skip this topic", now=1.0)
+    assert kinds(events)[1] == "topic_skipped"
+
+
 def test_state_json_is_a_deep_copy():
     state, _, _ = engine().start()
     data = state.to_json()
@@ -213,15 +232,18 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
     "clarify": ({}, ["clarify", "clarify", "clarify", "a 0.5", "clarify", "clarify",
                      "clarify", "a 0.9"]),
     "clarify_none": ({"max_clarifications": 0}, ["clarify", "a 0.5", "clarify"]),
-    "bot_and_chat": ({}, ["bot are you a real person", "bot how many topics are left",
-                          "bot what is the meaning of life", "a 0.5", "bot who are you",
+    "bot_and_chat": ({}, ["? are you a real person", "? how many topics are left",
+                          "? what is the meaning of life", "a 0.5", "? who are you",
                           "chat how are you", "chat thanks a lot", "chat hi", "chat bye now",
                           "chat lol", "chat good morning to you"]),
     "gibberish": ({}, ["gib", "a 0.9", "gib", "gib", "gib"]),
     "abusive": ({}, ["abuse", "a 0.5", "abuse", "abuse", "a 0.9", "stop"]),
     "abusive_once": ({"max_abusive": 1}, ["abuse"]),
     "stop": ({}, ["a 0.9", "stop", "a 0.9", "skip"]),
-    "turn_budget": ({"max_turns": 3}, ["a 0.5", "gib", "a 0.2", "a 0.9"]),
+    "turn_budget": ({"max_turns": 3}, ["a 0.5", "gib", "a 0.3", "a 0.9"]),
+    "turn_budget_low": ({"max_turns": 2}, ["a 0.5", "a 0.29"]),
+    "covered": ({}, ["skip"] * 4 + ["jump household", "? how many topics are left",
+                                    "? xyzzy plugh", "a 0.123456", "a 0.654321"]),
     "time_budget": ({"max_minutes": 2.0}, ["a 0.5", "a 0.9", "dk", "a 0.9", "a 0.9"]),
     "all_skipped": ({}, ["skip"] * 12),
     "complete": ({"probes_per_question": 0}, ["a 0.9"] * 40),
