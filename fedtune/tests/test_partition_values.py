@@ -95,3 +95,38 @@ def test_label_skew_by_hand():
     assert label_skew([np.array([0, 2]), np.array([1, 3])], labels) == 0.0
     # global (¼, ¼, ½); the client holds (⅓, ⅓, ⅓): TV ½ (1/12 + 1/12 + 1/6) = ⅙
     assert label_skew([np.array([0, 1, 2])], np.array([0, 1, 2, 2])) == pytest.approx(1 / 6)
+
+
+class _OneHotRng:
+    """A stand-in generator: no shuffling, and every Dirichlet draw puts all of a class on
+    client 0 (counted, to see how many draws the partitioner made)."""
+
+    def __init__(self) -> None:
+        self.draws = 0
+
+    def permutation(self, x):  # noqa: ANN001
+        return np.asarray(x)
+
+    def dirichlet(self, alpha):  # noqa: ANN001
+        self.draws += 1
+        out = np.zeros(len(alpha))
+        out[0] = 1.0
+        return out
+
+
+def test_a_class_with_no_eligible_client_is_split_evenly_and_a_draw_at_the_minimum_is_kept():
+    # 2 classes × 10 examples, 2 clients: class 0 all to client 0, which then holds its fair
+    # share (10); class 1's draw also names only client 0, so it is split evenly instead.
+    labels = np.repeat(np.arange(2), 10)
+    rng = _OneHotRng()
+    parts = partition("dirichlet", labels, None, 2, 1.0, rng)
+    assert parts[0].tolist() == list(range(15)) and parts[1].tolist() == list(range(15, 20))
+    # the smaller client holds exactly the minimum size (5): the first draw is kept
+    assert dirichlet_min_size(20, 2) == 5 and rng.draws == 2
+
+
+def test_natural_needs_groups_message():
+    with pytest.raises(ConfigError, match=r"^data.partition: 'natural' needs a dataset with natural groups "
+                                          r"\(shakespeare, synthetic, or hf with a group column\); "
+                                          r"use 'iid' or 'dirichlet'$"):
+        partition("natural", LABELS, None, 10, 1.0, numpy_rng(0, "t"))

@@ -16,7 +16,9 @@ import torch
 
 from fedtune.errors import ConfigError
 from fedtune.server import FedAdam, FedAvgOptimizer, FedYogi, Flash, new_optimizer
+from fedtune.server.base import FedAvgParams
 from fedtune.server.fedopt import FedOptParams, lr_summary
+from fedtune.server.flash import FlashParams
 
 TAU = 1e-3
 
@@ -45,6 +47,11 @@ def test_flash_falls_back_to_fedadam_where_its_step_overflows():
     assert torch.equal(out, expected)
     metrics = opt.round_metrics()
     assert metrics["flash_nonfinite"] == 1.0 and metrics["flash_guarded"] == 0.0
+    two = Flash(lr=100.0, tau=TAU)
+    big = torch.tensor([65000.0], dtype=torch.float16)
+    two.step({"u": big, "w": x}, {"u": torch.tensor([0.1], dtype=torch.float16),
+                                  "w": torch.tensor([0.1, 0.1], dtype=torch.float16)})
+    assert two.round_metrics()["flash_nonfinite"] == 2.0  # one in each tensor
     # the effective lr of the fallen-back coordinate is FedAdam's
     assert metrics["eff_lr_max"] == pytest.approx(100 / flash_den, rel=1e-3)
     assert min(metrics["eff_lr_q05"], metrics["eff_lr_mean"]) < 100 / flash_den
@@ -67,8 +74,10 @@ def test_flash_counters_add_up_over_tensors_and_rounds():
     opt.step(params, delta)
     opt.step(params, delta)
     assert opt.t == 3 and opt.state_dict()["t"] == 3
-    # a repeated Δ is no drift: β3 > 0 on later rounds, and the mean is over all coordinates
-    assert 0.0 < opt.round_metrics()["flash_beta3_mean"] < 1.0
+    # a repeated Δ: β3_t = v_{t-1} / (|Δ² − v_t| + v_{t-1}), the same for every nonzero Δ;
+    # at t = 3, v_2 = 0.0199 Δ², v_3 = 0.029701 Δ²
+    v2, v3 = 0.0199, 0.99 * 0.0199 + 0.01
+    assert opt.round_metrics()["flash_beta3_mean"] == pytest.approx(v2 / ((1 - v3) + v2))
     beta3 = [float(opt.drift(opt.d[k], opt.v[k], opt.v[k], g)[1].mean()) for k, g in delta.items()]
     assert all(0 <= b <= 1 for b in beta3)
 
@@ -117,9 +126,11 @@ def test_hyperparameters_as_an_object_or_by_name():
     merged = FedYogi(params, tau=0.01).params
     assert (merged.lr, merged.beta1, merged.tau) == (0.03, 0.5, 0.01)
     assert Flash(lr=0.2).params.lr == 0.2 and Flash(lr=0.2).lr == 0.2
-    assert FedAvgOptimizer(lr=0.5).lr == 0.5
+    assert Flash(FlashParams(lr=0.2, guard=False)).params.guard is False
+    assert Flash(FlashParams(lr=0.2)).lr == 0.2
+    assert FedAvgOptimizer(lr=0.5).lr == 0.5 and FedAvgOptimizer(FedAvgParams(lr=0.5)).lr == 0.5
     assert new_optimizer("fedavg").lr == 1.0
     with pytest.raises(ConfigError, match=r"^server\.lr"):
         FedAvgOptimizer(lr=-1.0)
-    with pytest.raises(ConfigError, match=r"^server\."):
+    with pytest.raises(ConfigError, match=r"^server\.momentum: unknown key; it takes: lr, beta1, beta2, tau, "):
         FedAdam(momentum=0.9)
