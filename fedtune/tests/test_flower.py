@@ -102,6 +102,97 @@ def test_a_client_app_refuses_a_partition_its_node_does_not_hold(make_experiment
     assert list(partitions_content(_context({"partition-ids": "0-2"}))[records.PARTITIONS]["ids"]) == [0, 1, 2]
 
 
+# -- the grid backend, on a grid that answers in-process ---------------------------------------
+@pytest.fixture
+def task_identity():
+    """What Flower's runtime sets before messages are made (outside one, tests set it)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+class FakeGrid:
+    """Nodes by id with their node config; replies come from the ClientApp's own handlers.
+
+    ``broken``: nodes that answer training with a Flower error; ``silent``: nodes that never answer it.
+    """
+
+    def __init__(self, exp, nodes: dict[int, dict], broken=(), silent=()):
+        self.exp, self.nodes, self.broken, self.silent = exp, nodes, set(broken), set(silent)
+        self.replies: dict[str, object] = {}
+        self.sent: list[int] = []
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def _reply(self, message):
+        from flwr.app import Error, Message
+
+        from fedtune.deploy.client_app import partitions_content, train_content
+
+        node = message.metadata.dst_node_id
+        context = _context(self.nodes[node])
+        if message.metadata.message_type == "query":
+            reply = Message(partitions_content(context), reply_to=message)
+        elif node in self.broken:
+            reply = Message(Error(code=3, reason="ClientApp crashed"), reply_to=message)
+        else:
+            reply = Message(train_content(lambda ctx: self.exp, message.content, context), reply_to=message)
+        reply.metadata.__dict__["_src_node_id"] = node
+        return reply
+
+    def push_messages(self, messages):
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = mid = f"m{len(self.replies) + len(self.sent)}"
+            self.sent.append(message.metadata.dst_node_id)
+            if message.metadata.dst_node_id not in self.silent or message.metadata.message_type == "query":
+                self.replies[mid] = self._reply(message)
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, ids):
+        return [self.replies.pop(mid) for mid in list(ids) if mid in self.replies]
+
+    def send_and_receive(self, messages, timeout=None):
+        return self.pull_messages(self.push_messages(messages))
+
+
+def test_tasks_go_to_the_node_holding_their_partition_and_problems_are_failed_clients(make_experiment, task_identity):
+    from fedtune.deploy.grid_backend import GridBackend
+    from fedtune.engine.worker import ClientWorker
+    from fedtune.models.base import get_trainable
+
+    exp = make_experiment()
+    nodes = {101: {"partition-ids": "0-2"}, 102: {"partition-id": 3}, 103: {"partition-id": 4}, 104: {"partition-id": 5}}
+    grid = FakeGrid(exp, nodes, broken={103}, silent={104})
+    backend = GridBackend(grid, num_partitions=8, wait_nodes_s=0, round_timeout_s=0.5)
+    assert backend.node_of == {0: 101, 1: 101, 2: 101, 3: 102, 4: 103, 5: 104}  # 6 and 7: no node
+    worker = ClientWorker.from_experiment(exp)
+    global_state = get_trainable(worker.model)
+    tasks = [ClientTask(cid, 1, exp.seed) for cid in (2, 3, 4, 5, 6)]
+    runs = backend.run(tasks, global_state, {})
+    grid.sent.clear()
+    assert [type(r.outcome).__name__ for r in runs] == ["ClientResult", "ClientResult", "ClientFailure", "ClientFailure", "ClientFailure"]
+    assert "Flower error 3: ClientApp crashed" in runs[2].outcome.error
+    assert "no reply within 0.5 s" in runs[3].outcome.error
+    assert "no SuperNode holds partition 6" in runs[4].outcome.error
+    expected = worker.run(tasks[0], global_state).outcome  # the same client in-process
+    assert runs[0].outcome.metrics == expected.metrics
+    assert all(torch.equal(runs[0].outcome.tensors[k], expected.tensors[k]) for k in expected.tensors)
+
+
+def test_no_node_at_all_is_one_line(make_experiment, task_identity):
+    from fedtune.deploy.grid_backend import GridBackend
+    from fedtune.errors import RunError
+
+    with pytest.raises(RunError, match="no Flower SuperNode holding a partition"):
+        GridBackend(FakeGrid(make_experiment(), {7: {"partition-id": 99}}), num_partitions=8, wait_nodes_s=0)
+
+
 # -- runs through Flower's runtime equal in-process runs ---------------------------------------
 SPRY = {"name": "spry", "batch_size": 16, "lr": 1e-3, "max_steps": 5}
 CASES = {

@@ -10,6 +10,7 @@ task then travels as a Flower message to a ClientApp (:mod:`fedtune.deploy.grid_
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -22,6 +23,17 @@ from fedtune.errors import RunError
 from fedtune.models.base import State
 
 START_TIMEOUT_S = 300.0  # Ray's start on a busy 2-core machine takes tens of seconds
+
+
+class _WithoutRunSimulationNotice(logging.Filter):
+    """Drop Flower's notice that ``run_simulation`` is deprecated in favour of ``flwr run``:
+    fedtune calls it for the user, and ``fedtune flower app`` is the ``flwr run`` way."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
+_NOTICE_FILTER = _WithoutRunSimulationNotice()
 
 
 class FixedExperiment:
@@ -41,6 +53,7 @@ class FlowerSimulation(Backend):
         # no telemetry or Ray usage reports from an offline research run
         os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        logging.getLogger("flwr").addFilter(_NOTICE_FILTER)
         from flwr.serverapp import ServerApp
         from flwr.simulation import run_simulation
 
@@ -82,7 +95,11 @@ class FlowerSimulation(Backend):
             self.close()
             cause = f": {self._error[0]}" if self._error else f" within {START_TIMEOUT_S:g} s"
             raise RunError(f"backend flower: Flower's simulation runtime did not start{cause}")
-        self.inner = GridBackend(grid, num_nodes, wait_nodes_s=START_TIMEOUT_S, round_timeout_s=None, device=worker.device, alive=self._thread.is_alive)
+        try:
+            self.inner = GridBackend(grid, num_nodes, START_TIMEOUT_S, None, worker.device, alive=self._thread.is_alive)
+        except BaseException:
+            self.close()  # the engine closes only a backend that started
+            raise
 
     def run(self, tasks: list[ClientTask], global_state: State, states: dict[int, ClientState | None]) -> list[ClientRun]:
         if not self._thread.is_alive():
