@@ -400,3 +400,27 @@ def test_fwdllm_resumed_run_equals_a_straight_run(make_experiment, tmp_path):
         return [{k: v for k, v in m.items() if not k.endswith("_s")} for m in rows]
 
     assert strip(resumed.metrics)[-1] == strip(straight.metrics)[-1]
+
+
+# -- the head-to-head benchmark's reduced mode, as a smoke test ----------------------------
+def test_head_to_head_benchmark_reduced_mode_smoke(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "spry_vs_zeroth.py"
+    spec = importlib.util.spec_from_file_location("spry_vs_zeroth", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(bench.METHODS, "fedmezo", ({"name": "fedmezo", "lr": 1e-2, "max_steps": 1}, bench.YOGI))
+    runs = [bench.run_one(method, 0, 2) for method in ("fedmezo", "fedsgd")]
+    summary = bench.summarize(runs, {"fedmezo": {"peak_above_model": 2048}})
+    assert summary["best_zeroth_order"] == "fedmezo"
+    assert summary["target_accuracy"] == runs[0]["final_test_accuracy"]
+    assert summary["methods"]["fedmezo"]["rounds_to_target"] == 2  # evaluated at its last round
+    assert summary["methods"]["fedmezo"]["bytes_up_per_client_round"] == summary["methods"]["fedsgd"]["bytes_down_per_client_round"]
+    meta = {"date": "-", "rounds": 2, "seeds": [0], "load_average_start": [0.0], "load_average_end": [0.0],
+            "command": "-", "tuning": {"seed": None}}
+    text = bench.table(summary, meta)
+    assert "| fedmezo | 0.01 |" in text and "| 2.0 |" in text  # lr, peak KiB
+    assert bench.to_target([{"round": 5, "train_s": 1.0, "test_accuracy": 0.4}, {"round": 10, "train_s": 2.0, "test_accuracy": 0.6}], 0.5) == (10, 2.0)
+    assert bench.to_target([{"round": 5, "train_s": 1.0, "test_accuracy": 0.4}], 0.5) == (None, None)
