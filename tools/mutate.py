@@ -4,9 +4,10 @@
 For each target below, mutmut (3.x) plants small bugs in the target's module, one at a
 time, and runs only the target's own test files against each; a mutant the tests do not
 fail on "survives". Each target runs in its own folder under ``runs/mutate/<target>``
-(a copy of the package's ``src``, ``tests`` and ``pyproject.toml`` plus a generated
-``setup.cfg``), so the shared working tree is never modified and a rerun only re-tests
-the functions that changed since the last one.
+(a copy of the package's ``src``, ``tests`` and ``pyproject.toml`` as committed at HEAD,
+or as in the working tree with ``--worktree``, plus a generated ``setup.cfg``), so the
+shared working tree is never modified. A rerun re-tests the functions that changed since
+the last one, and runs the last run's survivors again against the current tests.
 
 Usage::
 
@@ -74,11 +75,24 @@ STATUSES = ("killed", "survived", "timeout", "no tests", "suspicious", "skipped"
             "segfault", "caught by type check")
 
 
-def prepare(target: Target) -> Path:
+def checkout(package: str, worktree: bool, dest: Path) -> Path:
+    """The package as committed (HEAD, extracted under ``dest``), or as in the working tree."""
+    if worktree:
+        return ROOT / package
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD", package], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / package
+
+
+def prepare(target: Target, worktree: bool = False) -> Path:
     """A fresh copy of the package's sources and tests beside the kept mutmut state."""
     work = OUT / target.name
     work.mkdir(parents=True, exist_ok=True)
-    pkg = ROOT / target.package
+    pkg = checkout(target.package, worktree, work / "_head")
     for sub in ("src", "tests"):
         if (work / sub).exists():
             shutil.rmtree(work / sub)
@@ -95,21 +109,30 @@ def prepare(target: Target) -> Path:
     return work
 
 
-def run(target: Target, max_children: int) -> dict:
-    work = prepare(target)
+def _results(work: Path, env: dict) -> list[tuple[str, str]]:
+    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=work, env=env, check=False,
+                         capture_output=True, text=True).stdout
+    return [tuple(line.strip().rsplit(": ", 1)) for line in out.splitlines() if ": " in line]
+
+
+def run(target: Target, max_children: int, worktree: bool = False) -> dict:
+    work = prepare(target, worktree)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)  # the mutation run never needs the CI services
     start = time.time()
     with open(work / "run.log", "w") as log:
         proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children)], cwd=work, check=False,
                               env=env, stdout=log, stderr=subprocess.STDOUT)
+        # mutmut keeps the verdicts of unchanged mutants; a test added since the last run
+        # can only kill a survivor, so the survivors are run again against the current tests
+        again = [name for name, status in _results(work, env) if status in ("survived", "timeout")]
+        if again and proc.returncode == 0:
+            proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *again],
+                                  cwd=work, check=False, env=env, stdout=log, stderr=subprocess.STDOUT)
     elapsed = time.time() - start
-    results = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=work, env=env, check=False,
-                             capture_output=True, text=True)
     counts = dict.fromkeys(STATUSES, 0)
     survivors = []
-    for line in results.stdout.splitlines():
-        name, _, status = line.strip().rpartition(": ")
+    for name, status in _results(work, env):
         if status in counts:
             counts[status] += 1
             if status in ("survived", "timeout", "suspicious"):
@@ -137,6 +160,8 @@ def main() -> int:
     parser.add_argument("targets", nargs="*", help="targets to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--worktree", action="store_true",
+                        help="mutate the working tree as it is (default: the committed HEAD)")
     args = parser.parse_args()
     if args.list:
         for t in TARGETS:
@@ -149,7 +174,7 @@ def main() -> int:
     rows = []
     for t in chosen:
         print(f"mutate: {t.name} ({', '.join(t.mutate)}) ...", flush=True)
-        row = run(t, args.max_children)
+        row = run(t, args.max_children, args.worktree)
         rows.append(row)
         print(table([row]).splitlines()[-1], flush=True)
         (OUT / t.name / "result.json").write_text(json.dumps(row, indent=2) + "\n")
