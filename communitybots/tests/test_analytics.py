@@ -80,8 +80,9 @@ def test_measures_per_condition(data: analytics.StudyData) -> None:
     assert multi["messages_per_participant"] == 3.0
     assert multi["likert_mean"] == {"enjoyed": 5.0} and single["likert_mean"] == {"enjoyed": 2.0}
     assert multi["chat_minutes_median"] == 10.0
-    test = s["tests"]["words_per_answer"]
-    assert 0.0 < test["p"] <= 1.0
+    # one single-agent participant: nothing is tested, whatever the number of answers
+    test = s["comparisons"]["words_per_answer"]
+    assert test["n"] == [2, 1] and test["testable"] is False and test["p"] is None
 
 
 def test_topic_table_and_drop_off(data: analytics.StudyData) -> None:
@@ -98,7 +99,8 @@ def test_topic_table_and_drop_off(data: analytics.StudyData) -> None:
 def test_empty_study_and_formatting() -> None:
     s = analytics.summary(analytics.StudyData(), ORDER)
     assert s["conditions"]["multi"]["completion_rate"] is None
-    assert s["tests"]["words_per_answer"] is None
+    assert s["comparisons"]["words_per_answer"]["n"] == [0, 0]
+    assert s["comparisons"]["words_per_answer"]["note"].startswith("too few to test")
     assert analytics.fmt(None) == "–" and analytics.fmt(0.256, 2, True) == "25.6%"
     public = analytics.public(s)
     assert not any(k.startswith("_") for k in public["conditions"]["multi"])

@@ -11,6 +11,7 @@ import json
 import re
 
 from sqlalchemy import func, select
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 from web_support import (
     RICH,
@@ -71,18 +72,28 @@ def test_dashboard_compares_the_conditions(make_client) -> None:
     admin = clients[1]
     make_admin(admin)
     log_in(admin)
-    summary = admin.get("/admin/summary.json").json()
+    # every participant here took the condition from the link: left out unless included
+    default = admin.get("/admin/summary.json").json()
+    assert default["conditions"]["multi"]["participants"] == 0
+    assert default["view"]["left_out_by_link"] == 4
+    summary = admin.get("/admin/summary.json?include_link=1").json()
+    assert summary["view"]["include_link"] is True
     multi, single = summary["conditions"]["multi"], summary["conditions"]["single"]
     assert multi["participants"] == 2 and single["participants"] == 2
+    words = summary["comparisons"]["words_per_answer"]
+    assert words["n"] == [2, 2] and words["testable"] and 0 < words["p"] <= 1
+    assert summary["comparisons"]["likert_enjoyed"]["note"].startswith("too few to test")
     assert multi["by_link"] == 2 and multi["completed"] == 1 and single["completed"] == 0
     assert multi["skip_rate"] > 0 and single["skip_rate"] > 0
     assert 0 < multi["quality_mean"]["overall"] <= 1
     assert multi["likert_mean"] == {"enjoyed": 5.0, "understood": 4.0}
     dwelling = summary["topics"]["single"][0]
     assert dwelling["topic_id"] == "dwelling" and dwelling["reached"] == 2 and dwelling["skipped"] == 2
-    page = admin.get("/admin").text
+    assert "4 participants whose condition came from the link" in admin.get("/admin").text
+    page = admin.get("/admin?include_link=1").text
     for text in ("multi-agent vs single-agent", "Words per answer", "Interruption rate",
-                 "Skip rate", "Your home", "Mann-Whitney"):
+                 "Skip rate", "Your home", "Mann-Whitney", "participant-level",
+                 "too few to test (n = 1 and 0 participants"):
         assert text in page
     for name in re.findall(r'src="/admin/plots/(\w+)\.png"', page):
         png = admin.get(f"/admin/plots/{name}.png")
@@ -162,3 +173,52 @@ def test_deleting_one_participant(make_client) -> None:
         assert db.scalar(select(func.count(Message.id))) == keep  # the others are untouched
     assert clients[0].get("/api/session").status_code == 401  # the deleted session is gone
     assert admin.get(f"/admin/participants/{victim.public_id}").status_code == 404
+
+
+def test_survey_versions_are_stored_filtered_and_exported(make_client, database_url) -> None:
+    from web_support import SURVEY
+
+    from communitybots.spec import load_survey
+    from communitybots.web import Settings, create_app
+    from communitybots.web.study import spec_hash
+
+    first = make_client()
+    consent(first, "multi")
+    send(first, RICH["dwelling"])
+    # the researcher edits the survey file and labels it; the server starts again
+    edited = load_survey(SURVEY).model_copy(update={"version": "v2", "title": "Daily life, edited"})
+    with TestClient(create_app(edited, Settings(database_url=database_url,
+                                                relevance="tfidf")),
+                    base_url="http://127.0.0.1") as second:
+        for _ in range(2):
+            consent(second, "single")
+            send(second, RICH["dwelling"])
+        send(first, RICH["dwelling"])  # the first participant goes on with their version
+        make_admin(second)
+        log_in(second)
+        old_hash, new_hash = spec_hash(load_survey(SURVEY)), spec_hash(edited)
+        with second.app.state.sessions() as db:
+            people = db.execute(select(Participant.survey_hash, Participant.survey_version)
+                                .order_by(Participant.id)).all()
+            assert people == [(old_hash, old_hash[:12]), (new_hash, "v2"), (new_hash, "v2")]
+            by_message = db.execute(select(Participant.survey_hash, Message.survey_hash,
+                                           Message.survey_version)
+                                    .join(Participant, Participant.id == Message.participant_id)
+                                    ).all()
+            assert len(by_message) > 6
+            assert all(p == m and v for p, m, v in by_message)
+        # the dashboard shows the served version by default, any other by its hash, or all
+        def n(query: str) -> int:
+            got = second.get(f"/admin/summary.json?include_link=1{query}").json()
+            return sum(c["participants"] for c in got["conditions"].values())
+        assert n("") == 2 and n(f"&version={old_hash}") == 1 and n("&version=all") == 3
+        assert second.get("/admin/summary.json?version=nope").status_code == 404
+        page = second.get("/admin").text
+        assert "v2" in page and old_hash[:12] in page and "all versions pooled" in page
+        rows = list(csv.DictReader(io.StringIO(second.get("/admin/export/messages.csv").text)))
+        assert {(r["survey_version"], r["survey_hash"]) for r in rows} == {
+            (old_hash[:12], old_hash), ("v2", new_hash)}
+        for table in ("participants", "events", "answers"):
+            header = second.get(f"/admin/export/{table}.csv").text.splitlines()[0]
+            assert header.startswith("participant,condition,survey_version,survey_hash")
+        second.app.state.engine.dispose()

@@ -13,7 +13,14 @@ computes those measures from the stored record:
 - skip rate (topics the participant asked to skip / topics reached) and interruption
   rate (topics the engine switched away from without being asked / topics reached);
 - post-survey answers (Likert means per item);
-- a two-sided Mann-Whitney U test between the conditions for the per-answer measures.
+- the comparison of the conditions on participant-level values: each measure is first
+  reduced to one value per participant (the mean of their answers' words or quality, their
+  skip or interruption rate, their Likert answer), so a talkative participant counts once
+  like everyone else. Per measure: n participants per condition, the means, the difference
+  of the means with its 95 % Welch confidence interval, the rank-biserial correlation
+  (effect size in [-1, 1]), and a two-sided Mann-Whitney U test. With fewer than
+  ``MIN_PER_CONDITION`` participants in a condition the comparison says "too few to test"
+  instead of giving a p-value.
 
 ``load(db)`` reads the tables; everything else is a pure function of ``StudyData``.
 """
@@ -32,6 +39,8 @@ from sqlalchemy.orm import Session
 from communitybots.store import QUALITY_PARTS, Answer, EventRow, Message, Participant
 
 CONDITIONS: tuple[str, ...] = ("multi", "single")
+#: participants with a value that each condition needs before two conditions are tested
+MIN_PER_CONDITION = 2
 
 #: how each CTM event that leaves a topic counts: the participant asked ("skipped",
 #: "jumped_away") or the engine moved on by itself before the topic's dialog ended
@@ -62,13 +71,16 @@ def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
 
 
 def load(db: Session, survey_pk: int | None = None, *,
-         include_excluded: bool = False) -> StudyData:
+         include_excluded: bool = False, include_link: bool = False) -> StudyData:
     """Read the study's tables (optionally one survey version) into ``StudyData``;
     participants a researcher excluded (e.g. a flood from one address) are left out
-    unless ``include_excluded``."""
+    unless ``include_excluded``, and so are participants whose condition was forced by
+    the link (``/?condition=single``: not randomized) unless ``include_link``."""
     pq = select(Participant)
     if not include_excluded:
         pq = pq.where(Participant.excluded_at.is_(None))
+    if not include_link:
+        pq = pq.where(Participant.assignment != "link")
     if survey_pk is not None:
         pq = pq.where(Participant.survey_pk == survey_pk)
     participants = db.scalars(pq.order_by(Participant.id)).all()
@@ -122,6 +134,86 @@ def mann_whitney(a: list[float], b: list[float]) -> dict[str, float] | None:
     return {"u": float(result.statistic), "p": float(result.pvalue)}
 
 
+def compare(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Two conditions compared on participant-level values ``a`` (multi) and ``b`` (single).
+
+    Always ``n`` and ``mean`` per sample; when both have at least ``MIN_PER_CONDITION``
+    values also ``difference`` (mean of a − mean of b), ``ci95`` (Welch's 95 % interval of
+    the difference; None when both samples have no spread), ``rank_biserial``
+    (2 U / (n_a n_b) − 1: +1 when every value of a is above every value of b), and the
+    Mann-Whitney ``u`` (of a) and two-sided ``p``. Otherwise ``testable`` is False and
+    ``note`` says why.
+    """
+    from scipy import stats
+
+    out: dict[str, Any] = {"n": [len(a), len(b)], "mean": [_mean(a), _mean(b)],
+                           "testable": False, "note": None, "difference": None,
+                           "ci95": None, "rank_biserial": None, "u": None, "p": None}
+    if min(len(a), len(b)) < MIN_PER_CONDITION:
+        out["note"] = (f"too few to test (n = {len(a)} and {len(b)} participants; "
+                       f"at least {MIN_PER_CONDITION} per condition needed)")
+        return out
+    test = mann_whitney(a, b)
+    assert test is not None
+    n_a, n_b = len(a), len(b)
+    out.update(testable=True, difference=statistics.fmean(a) - statistics.fmean(b),
+               u=test["u"], p=test["p"], rank_biserial=2 * test["u"] / (n_a * n_b) - 1)
+    spread = statistics.variance(a) + statistics.variance(b)
+    if spread > 1e-12 * (1.0 + max(abs(x) for x in a + b)) ** 2:  # else no interval
+        ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+        out["ci95"] = [float(ci.low), float(ci.high)]
+    return out
+
+
+def participant_values(data: StudyData) -> dict[str, dict[str, list[float]]]:
+    """Per measure, per condition: one value per participant who has one.
+
+    ``words_per_answer`` and ``quality_<part>``: the mean over the participant's answers;
+    ``skip_rate`` / ``interruption_rate``: their skipped / interrupted topics over the
+    topics they reached; ``messages``: messages they sent; ``likert_<item>``: their answer.
+    """
+    condition = {p["id"]: p["condition"] for p in data.participants}
+    per: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    sent: dict[int, float] = {p["id"]: 0.0 for p in data.participants}
+    reached: dict[int, set[str]] = defaultdict(set)
+    for m in data.messages:
+        if m["role"] != "participant":
+            continue
+        pid = m["participant_id"]
+        sent[pid] += 1
+        if m["topic_id"] is not None:
+            reached[pid].add(m["topic_id"])
+        if m["intent"] in ANSWER_INTENTS or m["intent"] is None:
+            per["words_per_answer"][pid].append(float(words(m["text"])))
+            for part in QUALITY_PARTS:
+                if m[f"q_{part}"] is not None:
+                    per[f"quality_{part}"][pid].append(m[f"q_{part}"])
+    left: dict[str, dict[int, int]] = {"skip_rate": defaultdict(int),
+                                       "interruption_rate": defaultdict(int)}
+    for e in data.events:
+        outcome = OUTCOMES.get(e["kind"])
+        if outcome == "skipped":
+            left["skip_rate"][e["participant_id"]] += 1
+        elif outcome == "interrupted":
+            left["interruption_rate"][e["participant_id"]] += 1
+    for a in data.answers:
+        if a["value"].isdigit():
+            per[f"likert_{a['item_id']}"][a["participant_id"]].append(float(a["value"]))
+    out: dict[str, dict[str, list[float]]] = {}
+    for measure, values in per.items():
+        out[measure] = {c: [] for c in CONDITIONS}
+        for pid, xs in values.items():
+            out[measure].setdefault(condition[pid], []).append(statistics.fmean(xs))
+    for measure, counts in left.items():
+        out[measure] = {c: [] for c in CONDITIONS}
+        for pid, topics in reached.items():
+            out[measure].setdefault(condition[pid], []).append(counts[pid] / len(topics))
+    out["messages"] = {c: [] for c in CONDITIONS}
+    for pid, n in sent.items():
+        out["messages"].setdefault(condition[pid], []).append(n)
+    return out
+
+
 def answers_of(data: StudyData) -> dict[str, list[dict[str, Any]]]:
     """Participant messages counted as answers, by condition."""
     condition = {p["id"]: p["condition"] for p in data.participants}
@@ -167,8 +259,15 @@ def topic_table(data: StudyData, topic_order: list[str]) -> dict[str, list[dict[
     return table
 
 
+#: measures compared between the conditions, in the dashboard's order (then Likert items)
+COMPARED: list[str] = (["words_per_answer"] + [f"quality_{p}" for p in QUALITY_PARTS]
+                       + ["skip_rate", "interruption_rate", "messages"])
+
+
 def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
-    """All measures, per condition, plus the between-condition tests."""
+    """All measures, per condition (descriptive, over all answers), plus ``comparisons``:
+    each measure of ``COMPARED`` and each Likert item compared on participant-level
+    values (see ``compare``)."""
     by_condition: dict[str, list[dict[str, Any]]] = {c: [] for c in CONDITIONS}
     for p in data.participants:
         by_condition.setdefault(p["condition"], []).append(p)
@@ -183,7 +282,7 @@ def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
     for a in data.answers:
         if a["value"].isdigit():
             likert[condition[a["participant_id"]]][a["item_id"]].append(float(a["value"]))
-    out: dict[str, Any] = {"conditions": {}, "topics": topics, "tests": {}}
+    out: dict[str, Any] = {"conditions": {}, "topics": topics, "comparisons": {}}
     for c in CONDITIONS:
         people = by_condition.get(c, [])
         n = len(people)
@@ -213,10 +312,11 @@ def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
             "_words": word_counts,
             "_quality": quality,
         }
-    a, b = (out["conditions"][c] for c in CONDITIONS)
-    out["tests"]["words_per_answer"] = mann_whitney(a["_words"], b["_words"])
-    for part in QUALITY_PARTS:
-        out["tests"][f"quality_{part}"] = mann_whitney(a["_quality"][part], b["_quality"][part])
+    values = participant_values(data)
+    first, second = CONDITIONS
+    for measure in COMPARED + sorted(m for m in values if m.startswith("likert_")):
+        by = values.get(measure, {})
+        out["comparisons"][measure] = compare(by.get(first, []), by.get(second, []))
     return out
 
 

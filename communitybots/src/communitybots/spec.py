@@ -221,6 +221,10 @@ class Survey(_Model):
     Attributes:
         id (str): survey id.
         title (str): shown to participants.
+        version (str): a label of this version of the file, e.g. "pilot" or "v2" ("" =
+            none: the dashboard shows the start of the content hash instead). The
+            platform stores it, with a hash of the whole specification, with every
+            participant and message, so editing the file never pools two versions.
         description (str): one paragraph for the consent page.
         welcome (str): said once before the first agent introduces itself ("" = none).
         farewell (str): said when the survey ends.
@@ -234,6 +238,7 @@ class Survey(_Model):
 
     id: str = Field(pattern=_ID)
     title: str = Field(min_length=1)
+    version: str = Field(default="", max_length=100)
     description: str = ""
     welcome: str = ""
     farewell: str = "Thank you for taking part. Your answers have been saved."

@@ -7,9 +7,12 @@ Alembic (``communitybots/migrations``) when the platform starts, never by
 
 Tables
 ------
-surveys         one row per distinct survey specification served (by content hash)
-participants    one per consenting person: condition, CTM state (JSON), progress
-messages        what each side said: who, agent, topic, text, intent, quality parts
+surveys         one row per distinct survey specification served (by content hash),
+                with its version label
+participants    one per consenting person: survey version, condition, CTM state (JSON),
+                progress
+messages        what each side said: who, agent, topic, text, intent, quality parts,
+                survey version
 events          the CTM's decisions with their reasons, interleaved with messages by seq
 answers         post-survey answers in long format (participant, item, value)
 admins          researcher accounts (argon2 hashes; ``disabled_at`` blocks a login)
@@ -74,6 +77,8 @@ class SurveyRow(Base):
     spec_id: Mapped[str] = mapped_column(String(100))
     title: Mapped[str] = mapped_column(String(300))
     spec_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the survey's ``version`` label, or the start of ``spec_hash`` when it has none
+    label: Mapped[str] = mapped_column(String(100), default="", server_default="")
     spec_json: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -85,6 +90,9 @@ class Participant(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     survey_pk: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    #: the survey version the participant saw: content hash and label (as in ``surveys``)
+    survey_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    survey_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
     condition: Mapped[str] = mapped_column(String(16))  # "multi" | "single"
     assignment: Mapped[str] = mapped_column(String(16))  # "random" | "link"
     status: Mapped[str] = mapped_column(String(16), default="chatting")
@@ -126,6 +134,9 @@ class Message(Base):
     seq: Mapped[int] = mapped_column(Integer)
     turn: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))  # "participant" | "bot"
+    #: the survey version of the conversation: content hash and label
+    survey_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    survey_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
     client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     agent_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     agent_name: Mapped[str | None] = mapped_column(String(200), nullable=True)

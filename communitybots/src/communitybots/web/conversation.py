@@ -128,8 +128,12 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
             events: list[Event], now: dt.datetime, first: Message | None = None) -> list[Message]:
     """Store one step's events then replies after ``first`` (the participant's message)."""
     seq = participant.next_seq
+    # every message carries the survey version of its conversation
+    version = {"survey_hash": participant.survey_hash,
+               "survey_version": participant.survey_version}
     if first is not None:
         first.seq = seq
+        first.survey_hash, first.survey_version = version["survey_hash"], version["survey_version"]
         db.add(first)
         seq += 1
     for ev in events:
@@ -141,7 +145,7 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
     for rp in replies:
         message = Message(participant_id=participant.id, seq=seq, turn=turn, role="bot",
                           agent_id=rp.agent_id, agent_name=rp.agent_name, topic_id=rp.topic_id,
-                          kind=rp.kind, text=rp.text, created_at=now)
+                          kind=rp.kind, text=rp.text, created_at=now, **version)
         db.add(message)
         stored.append(message)
         seq += 1
@@ -159,6 +163,7 @@ def start(db: Session, study: Study, condition: str, assignment: str,
     now = utcnow()
     participant = Participant(
         public_id=secrets.token_hex(8), token_hash=token_hash(token), survey_pk=study.survey_pk,
+        survey_hash=study.survey_hash, survey_version=study.survey_version,
         condition=condition, assignment=assignment, status="chatting",
         state_json=state.to_json(), next_seq=0, next_turn=0, consented_at=now,
         last_active_at=now, active_s=0.0, origin_group=origin_group,

@@ -28,12 +28,18 @@ def spec_hash(survey: Survey) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def version_label(survey: Survey, digest: str) -> str:
+    """The survey's ``version`` label, or the first 12 hex digits of its hash."""
+    return survey.version or digest[:12]
+
+
 def register_survey(db: Session, survey: Survey) -> int:
     """The primary key of ``survey`` in the ``surveys`` table, inserting it if new."""
     digest = spec_hash(survey)
     row = db.scalar(select(SurveyRow).where(SurveyRow.spec_hash == digest))
     if row is None:
         row = SurveyRow(spec_id=survey.id, title=survey.title, spec_hash=digest,
+                        label=version_label(survey, digest),
                         spec_json=survey.model_dump(mode="json"))
         db.add(row)
         try:
@@ -59,6 +65,9 @@ class Study:
         self.survey = survey
         self.relevance = relevance
         self.survey_pk = survey_pk
+        #: the served version, stored with each new participant and every message
+        self.survey_hash = spec_hash(survey)
+        self.survey_version = version_label(survey, self.survey_hash)
         self._surveys: dict[int, Survey] = {survey_pk: survey}
         self._engines: dict[tuple[int, str], tuple[Survey, CTM]] = {}
         self._lock = threading.Lock()

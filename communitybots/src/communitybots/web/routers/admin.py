@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -11,7 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from communitybots import analytics
-from communitybots.store import Answer, EventRow, Message, Participant, utcnow
+from communitybots.store import Answer, EventRow, Message, Participant, SurveyRow, utcnow
 
 from .. import accounts, plots
 from ..deps import DB, AppSettings, CurrentAdmin, CurrentStudy, check_csrf_form, secure_cookie
@@ -84,36 +85,93 @@ def _topic_titles(study: Study) -> dict[str, str]:
     return {t.id: t.title for _a, t in study.survey.topics()}
 
 
+def _versions(db: Session) -> list[dict[str, Any]]:
+    """Every stored survey version with its number of participants, oldest first."""
+    counts = dict(db.execute(select(Participant.survey_pk, func.count(Participant.id))
+                             .group_by(Participant.survey_pk)).all())
+    return [{"pk": row.id, "hash": row.spec_hash, "label": row.label or row.spec_hash[:12],
+             "created_at": row.created_at, "participants": counts.get(row.id, 0)}
+            for row in db.scalars(select(SurveyRow).order_by(SurveyRow.id))]
+
+
+def _view(db: Session, study: Study, version: str | None,
+          include_link: bool) -> tuple[analytics.StudyData, dict[str, Any]]:
+    """The participants a dashboard request analyses: one survey version (``version`` is
+    its content hash; default the version being served; "all" pools them) and, unless
+    ``include_link``, only participants whose condition was drawn at random."""
+    versions = _versions(db)
+    if version == "all":
+        chosen = None
+    else:
+        wanted = version or study.survey_hash
+        chosen = next((v for v in versions if v["hash"] == wanted), None)
+        if chosen is None:
+            raise HTTPException(404, f"no survey version with hash {wanted[:64]!r}")
+    pk = chosen["pk"] if chosen else None
+    data = analytics.load(db, pk, include_link=include_link)
+    by_link = select(func.count(Participant.id)).where(
+        Participant.assignment == "link", Participant.excluded_at.is_(None))
+    if pk is not None:
+        by_link = by_link.where(Participant.survey_pk == pk)
+    return data, {"versions": versions, "version": chosen, "include_link": include_link,
+                  "by_link": db.scalar(by_link) or 0}
+
+
 @router.get("", response_class=HTMLResponse)
-def dashboard(request: Request, admin: CurrentAdmin,
-              db: DB, study: CurrentStudy) -> Response:
+def dashboard(request: Request, admin: CurrentAdmin, db: DB, study: CurrentStudy,
+              version: str | None = None, include_link: bool = False) -> Response:
     order = [t.id for _a, t in study.survey.topics()]
-    summary = analytics.summary(analytics.load(db), order)
+    data, view = _view(db, study, version, include_link)
+    summary = analytics.summary(data, order)
     excluded = db.scalar(select(func.count(Participant.id))
                          .where(Participant.excluded_at.is_not(None))) or 0
+    query = urlencode({"version": view["version"]["hash"] if view["version"] else "all",
+                       **({"include_link": "1"} if include_link else {})})
     return templates.TemplateResponse(request, "admin_dashboard.html", {
-        "excluded": excluded,
+        "excluded": excluded, "view": view, "query": query,
         "admin": admin, "survey": study.survey, "s": summary, "fmt": analytics.fmt,
         "conditions": analytics.CONDITIONS, "titles": _topic_titles(study),
         "plots": [(name, caption) for name, (caption, _r) in plots.PLOTS.items()],
-        "parts": analytics.QUALITY_PARTS,
+        "parts": analytics.QUALITY_PARTS, "compared": _compared_labels(study),
+        "min_n": analytics.MIN_PER_CONDITION,
     })
 
 
+def _compared_labels(study: Study) -> dict[str, str]:
+    """The dashboard's name of each compared measure."""
+    labels = {"words_per_answer": "Words per answer (participant mean)",
+              "skip_rate": "Skip rate (per participant)",
+              "interruption_rate": "Interruption rate (per participant)",
+              "messages": "Messages sent"}
+    labels.update({f"quality_{p}": f"Quality: {p} (participant mean)"
+                   for p in analytics.QUALITY_PARTS})
+    labels.update({f"likert_{item.id}": f"Questionnaire: {item.text}"
+                   for item in study.survey.post_survey})
+    return labels
+
+
 @router.get("/summary.json")
-def summary_json(_admin: CurrentAdmin, db: DB,
-                 study: CurrentStudy) -> dict[str, Any]:
+def summary_json(_admin: CurrentAdmin, db: DB, study: CurrentStudy,
+                 version: str | None = None, include_link: bool = False) -> dict[str, Any]:
     order = [t.id for _a, t in study.survey.topics()]
-    return analytics.public(analytics.summary(analytics.load(db), order))
+    data, view = _view(db, study, version, include_link)
+    out = analytics.public(analytics.summary(data, order))
+    chosen = view["version"]
+    out["view"] = {"survey_hash": chosen["hash"] if chosen else "all",
+                   "survey_version": chosen["label"] if chosen else "all",
+                   "include_link": include_link, "left_out_by_link":
+                   0 if include_link else view["by_link"]}
+    return out
 
 
 @router.get("/plots/{name}.png")
-def plot(name: str, _admin: CurrentAdmin, db: DB,
-         study: CurrentStudy) -> Response:
+def plot(name: str, _admin: CurrentAdmin, db: DB, study: CurrentStudy,
+         version: str | None = None, include_link: bool = False) -> Response:
     if name not in plots.PLOTS:
         raise HTTPException(404, f"no plot named {name!r}")
     order = [t.id for _a, t in study.survey.topics()]
-    summary = analytics.summary(analytics.load(db), order)
+    data, _view_ = _view(db, study, version, include_link)
+    summary = analytics.summary(data, order)
     png = plots.render(name, summary, _topic_titles(study))
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 

@@ -1,7 +1,8 @@
 """Exports for researchers: participants, messages, events and answers, as CSV or JSONL.
 
 Rows name participants by their public id (never the internal key or the session
-token) and carry the condition, so each file can be analysed on its own. Files stream
+token) and carry the condition and the survey version (label and content hash), so each
+file can be analysed on its own. Files stream
 from the database in chunks, whatever the size of the study.
 """
 
@@ -24,24 +25,27 @@ from ..deps import CurrentAdmin
 
 router = APIRouter(prefix="/admin/export", tags=["export"])
 
-_P = [Participant.public_id.label("participant"), Participant.condition]
+_P = [Participant.public_id.label("participant"), Participant.condition,
+      Participant.survey_version, Participant.survey_hash]
+_PC = ["participant", "condition", "survey_version", "survey_hash"]
 
 TABLES: dict[str, tuple[list[str], Select[Any]]] = {
     "participants": (
-        ["participant", "condition", "assignment", "status", "consented_at",
+        _PC + ["assignment", "status", "consented_at",
          "chat_finished_at", "completed_at", "completion_code", "active_s", "origin_group",
          "excluded_at", "exclusion_reason"],
-        select(Participant.public_id.label("participant"), Participant.condition,
-               Participant.assignment, Participant.status, Participant.consented_at,
+        select(*_P, Participant.assignment, Participant.status, Participant.consented_at,
                Participant.chat_finished_at, Participant.completed_at,
                Participant.completion_code, Participant.active_s, Participant.origin_group,
                Participant.excluded_at, Participant.exclusion_reason).order_by(Participant.id),
     ),
     "messages": (
-        ["participant", "condition", "seq", "turn", "role", "agent_id", "agent_name",
+        ["participant", "condition", "survey_version", "survey_hash", "seq", "turn", "role",
+         "agent_id", "agent_name",
          "topic_id", "kind", "text", "intent", "confidence"]
         + [f"q_{p}" for p in QUALITY_PARTS] + ["created_at"],
-        select(*_P, Message.seq, Message.turn, Message.role, Message.agent_id,
+        select(Participant.public_id.label("participant"), Participant.condition,
+               Message.survey_version, Message.survey_hash, Message.seq, Message.turn, Message.role, Message.agent_id,
                Message.agent_name, Message.topic_id, Message.kind, Message.text,
                Message.intent, Message.confidence,
                *[getattr(Message, f"q_{p}") for p in QUALITY_PARTS], Message.created_at)
@@ -49,7 +53,7 @@ TABLES: dict[str, tuple[list[str], Select[Any]]] = {
         .order_by(Message.participant_id, Message.seq),
     ),
     "events": (
-        ["participant", "condition", "seq", "turn", "kind", "reason", "agent_id", "topic_id",
+        _PC + ["seq", "turn", "kind", "reason", "agent_id", "topic_id",
          "data", "created_at"],
         select(*_P, EventRow.seq, EventRow.turn, EventRow.kind, EventRow.reason,
                EventRow.agent_id, EventRow.topic_id, EventRow.data, EventRow.created_at)
@@ -57,7 +61,7 @@ TABLES: dict[str, tuple[list[str], Select[Any]]] = {
         .order_by(EventRow.participant_id, EventRow.seq),
     ),
     "answers": (
-        ["participant", "condition", "item_id", "value", "created_at"],
+        _PC + ["item_id", "value", "created_at"],
         select(*_P, Answer.item_id, Answer.value, Answer.created_at)
         .join(Participant, Participant.id == Answer.participant_id)
         .order_by(Answer.participant_id, Answer.item_id),
