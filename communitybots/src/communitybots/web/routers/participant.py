@@ -14,6 +14,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from communitybots.store import Answer, Participant, utcnow
 
+from .. import assignment as assignment_
 from .. import conversation
 from ..conversation import ACTIVE_GAP_S
 from ..deps import (
@@ -111,7 +112,7 @@ async def consent(request: Request, db: DB,
                 f"Too many new conversations from this address; try again in about "
                 f"{minutes} minute{'s' if minutes != 1 else ''}."),
                 headers={"Retry-After": str(wait)})
-    condition, assignment = conversation.choose_condition(requested)
+    condition, assignment = assignment_.assign(db, study.survey_pk, requested)
     _participant, token = conversation.start(db, study, condition, assignment, group)
     response = RedirectResponse("/chat", status_code=303)
     response.set_cookie(PARTICIPANT_COOKIE, token, httponly=True, samesite="lax",
