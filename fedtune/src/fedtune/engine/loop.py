@@ -101,10 +101,6 @@ class Run:
             self.backend.close()
             self.backend = None
 
-    @property
-    def fed(self) -> FederatedDataset:
-        return self.federation.fed
-
     # -- one round ---------------------------------------------------------------------
     def round(self, rnd: int) -> dict:
         exp = self.exp
