@@ -49,8 +49,9 @@ def serve(
         help="a participant session with no message for this long ends")] = 120.0,
     max_body_kib: Annotated[int, typer.Option(
         help="largest request body accepted, in KiB (refused while reading)")] = 256,
-    workers: Annotated[int, typer.Option(
-        help="server processes; they share nothing but the database")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        help="server processes; they share nothing but the database "
+             "(default: one per CPU core this process may use)")] = None,
 ) -> None:
     """Run the platform: participants at /, researchers at /admin (offline, no CDN)."""
     import uvicorn
@@ -63,6 +64,7 @@ def serve(
     except SpecError as err:
         typer.echo(f"error: {survey}: {err}", err=True)
         raise typer.Exit(1) from None
+    workers = workers or default_workers()
     engine = make_engine(database_url)
     migrate(engine)  # once, before any worker starts
     engine.dispose()
@@ -73,7 +75,8 @@ def serve(
         "max_participants": max_participants, "session_idle_minutes": session_idle_minutes,
         "max_body_bytes": max_body_kib * 1024})
     typer.echo(f"CommunityBots: participants http://{host}:{port}/ · researchers "
-               f"http://{host}:{port}/admin · database {_redact(database_url)}")
+               f"http://{host}:{port}/admin · database {_redact(database_url)} · "
+               f"{workers} worker process{'es' if workers != 1 else ''}")
     # keep idle connections longer than a participant takes to type (uvicorn's 5 s default
     # closes them while the browser may be reusing them)
     # behind a proxy, the client's address and scheme come from X-Forwarded-For/-Proto,
@@ -86,6 +89,18 @@ def serve(
 
 
 _SERVE_ENV = "COMMUNITYBOTS_SERVE"
+
+
+def default_workers() -> int:
+    """Server processes of ``serve`` by default: the CPU cores this process may run on
+    (its affinity, e.g. a container's CPU set), at least one. Safe because the workers
+    share nothing but the database: sessions, CTM state, rate limits and the login and
+    consent throttles are all rows, and the only in-memory caches (the CTM engines per
+    survey version, the NLU models) are built from immutable inputs."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def app_from_env() -> Any:

@@ -20,20 +20,22 @@ numbered by the participant's one sequence counter.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import re
 import secrets
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from communitybots.ctm import Event, Reply, State
 from communitybots.spec import Survey
-from communitybots.store import EventRow, Message, Participant, utcnow
+from communitybots.store import QUALITY_PARTS, EventRow, Message, Participant, utcnow
 
 from .inputs import text_problem
 from .security import completion_code, new_token, token_hash
@@ -93,7 +95,7 @@ def cues(survey: Survey, state: State, status: str) -> dict[str, Any]:
     }
 
 
-def reply_json(survey: Survey, message: Message) -> dict[str, Any]:
+def reply_json(survey: Survey, message: Message | SimpleNamespace) -> dict[str, Any]:
     colour = None
     avatar = None
     if message.agent_id is not None:
@@ -124,34 +126,55 @@ def choose_condition(requested: str | None, rng: random.Random | None = None) ->
     return (rng or random.SystemRandom()).choice(CONDITIONS), "random"
 
 
+@functools.cache
+def _blank_row(table: Any) -> dict[str, None]:
+    """NULL for every column of ``table`` that has no default and is not the primary key:
+    the rows of one executemany must all name the same columns, and a column left out
+    gets its default, as with ORM objects."""
+    return {c.name: None for c in table.columns
+            if not c.primary_key and c.default is None and c.server_default is None}
+
+
+def _message_row(participant_id: int, seq: int, turn: int, role: str, kind: str, text: str,
+                 now: dt.datetime, **values: Any) -> dict[str, Any]:
+    """A ``messages`` row: every column named (None unless given or defaulted)."""
+    return {**_blank_row(Message.__table__), "participant_id": participant_id, "seq": seq,
+            "turn": turn, "role": role, "kind": kind, "text": text, "created_at": now, **values}
+
+
 def _append(db: Session, participant: Participant, turn: int, replies: list[Reply],
-            events: list[Event], now: dt.datetime, first: Message | None = None) -> list[Message]:
-    """Store one step's events then replies after ``first`` (the participant's message)."""
+            events: list[Event], now: dt.datetime,
+            first: dict[str, Any] | None = None) -> list[SimpleNamespace]:
+    """Store one step's events then replies after ``first`` (the participant's message,
+    as the column values of its row): one INSERT statement per table (an executemany of
+    Core rows, not one ORM object per row). Returns the bots' messages as read-only
+    objects with the attributes of a stored ``Message``."""
     seq = participant.next_seq
-    # every message carries the survey version of its conversation
-    version = {"survey_hash": participant.survey_hash,
-               "survey_version": participant.survey_version}
+    messages: list[dict[str, Any]] = []
     if first is not None:
-        first.seq = seq
-        first.survey_hash, first.survey_version = version["survey_hash"], version["survey_version"]
-        db.add(first)
+        messages.append(_message_row(participant.id, seq, turn, "participant", now=now, **first))
         seq += 1
+    event_rows = []
     for ev in events:
-        db.add(EventRow(participant_id=participant.id, seq=seq, turn=turn, kind=ev.kind,
-                        reason=ev.reason or "", agent_id=ev.agent_id, topic_id=ev.topic_id,
-                        data=dict(ev.data or {}), created_at=now))
+        event_rows.append({**_blank_row(EventRow.__table__),
+                           "participant_id": participant.id, "seq": seq, "turn": turn,
+                           "kind": ev.kind, "reason": ev.reason or "", "agent_id": ev.agent_id,
+                           "topic_id": ev.topic_id, "data": dict(ev.data or {}),
+                           "created_at": now})
         seq += 1
-    stored: list[Message] = []
+    bots = []
     for rp in replies:
-        message = Message(participant_id=participant.id, seq=seq, turn=turn, role="bot",
-                          agent_id=rp.agent_id, agent_name=rp.agent_name, topic_id=rp.topic_id,
-                          kind=rp.kind, text=rp.text, created_at=now, **version)
-        db.add(message)
-        stored.append(message)
+        bots.append(_message_row(participant.id, seq, turn, "bot", rp.kind, rp.text, now,
+                                 agent_id=rp.agent_id, agent_name=rp.agent_name,
+                                 topic_id=rp.topic_id))
         seq += 1
+    if event_rows:
+        db.execute(insert(EventRow.__table__), event_rows)
+    if messages or bots:
+        db.execute(insert(Message.__table__), messages + bots)
     participant.next_seq = seq
     participant.next_turn = turn + 1
-    return stored
+    return [SimpleNamespace(**row) for row in bots]
 
 
 def start(db: Session, study: Study, condition: str, assignment: str,
@@ -163,7 +186,6 @@ def start(db: Session, study: Study, condition: str, assignment: str,
     now = utcnow()
     participant = Participant(
         public_id=secrets.token_hex(8), token_hash=token_hash(token), survey_pk=study.survey_pk,
-        survey_hash=study.survey_hash, survey_version=study.survey_version,
         condition=condition, assignment=assignment, status="chatting",
         state_json=state.to_json(), next_seq=0, next_turn=0, consented_at=now,
         last_active_at=now, active_s=0.0, origin_group=origin_group,
@@ -287,26 +309,21 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
         data = dict(analysed.data) if analysed is not None else {}
         quality = data.get("quality") or {}
         turn = participant.next_turn
-        own = Message(participant_id=participant.id, seq=0, turn=turn, role="participant",
-                      client_id=client_id, agent_id=state.agent_id, agent_name=None,
-                      topic_id=state.topic_id, kind=kind, text=text,
-                      intent=data.get("intent"), confidence=data.get("confidence"),
-                      q_length=quality.get("length"),
-                      q_informativeness=quality.get("informativeness"),
-                      q_relevance=quality.get("relevance"),
-                      q_specificity=quality.get("specificity"),
-                      q_gibberish=quality.get("gibberish"), q_overall=quality.get("overall"),
-                      created_at=now)
-        bot_messages = _append(db, participant, turn, list(replies), list(events), now, first=own)
-        participant.state_json = new_state.to_json()
-        participant.active_s, participant.last_active_at = active, now
-        if new_state.finished:
-            participant.chat_finished_at = now
-            participant.status = "post_survey" if survey.post_survey else "completed"
-            if not survey.post_survey:
-                participant.completed_at = now
-                participant.completion_code = completion_code()
+        own = {"client_id": client_id, "agent_id": state.agent_id, "topic_id": state.topic_id,
+               "kind": kind, "text": text, "intent": data.get("intent"),
+               "confidence": data.get("confidence"),
+               **{f"q_{part}": quality.get(part) for part in QUALITY_PARTS}}
         try:
+            bot_messages = _append(db, participant, turn, list(replies), list(events), now,
+                                   first=own)
+            participant.state_json = new_state.to_json()
+            participant.active_s, participant.last_active_at = active, now
+            if new_state.finished:
+                participant.chat_finished_at = now
+                participant.status = "post_survey" if survey.post_survey else "completed"
+                if not survey.post_survey:
+                    participant.completed_at = now
+                    participant.completion_code = completion_code()
             db.commit()
         except (IntegrityError, StaleDataError):
             db.rollback()  # a concurrent request won the race: look again

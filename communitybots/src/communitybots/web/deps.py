@@ -1,5 +1,9 @@
 """FastAPI dependencies: database session, the current participant, the current
-researcher, and CSRF checks."""
+researcher, and CSRF checks.
+
+The ones that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in a
+worker thread, and every such hop costs a request a thread switch and a wait for a free
+thread."""
 
 from __future__ import annotations
 
@@ -49,11 +53,11 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
         db.close()
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_study(request: Request) -> Study:
+async def get_study(request: Request) -> Study:
     return request.app.state.study
 
 
@@ -80,19 +84,25 @@ async def check_csrf_form(request: Request) -> None:
         raise CSRFError()
 
 
-def check_csrf_header(request: Request) -> None:
+async def check_csrf_header(request: Request) -> None:
     if not csrf_matches(_expected(request), request.headers.get(CSRF_HEADER)):
         raise CSRFError()
 
 
 def optional_participant(request: Request,
                          db: Annotated[Session, Depends(get_db)]) -> Participant | None:
+    """The participant of the session cookie. The read transaction ends here, so the
+    request holds no pooled connection while it waits for a thread to run its endpoint:
+    otherwise, under load, every thread of the pool could wait for a connection that
+    only requests waiting for a thread could give back (the row stays loaded)."""
     settings: Settings = request.app.state.settings
-    return conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE),
-                                         idle_minutes=settings.session_idle_minutes)
+    participant = conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE),
+                                                idle_minutes=settings.session_idle_minutes)
+    db.commit()
+    return participant
 
 
-def current_participant(
+async def current_participant(
         participant: Annotated[Participant | None, Depends(optional_participant)]) -> Participant:
     if participant is None:
         raise NoSession()

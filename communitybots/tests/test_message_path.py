@@ -1,0 +1,139 @@
+"""The message path's cheaper parts (issue 19): a turn is written with one INSERT per
+table and the rows are what the engine said; the request holds no pooled connection
+between its dependencies and its endpoint; ``serve`` starts one worker per usable core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, select
+from typer.testing import CliRunner
+from web_support import SURVEY, consent, send
+
+from communitybots.ctm import State
+from communitybots.store import EventRow, Message, Participant
+from communitybots.web import commands
+
+
+def _db(client):
+    return client.app.state.sessions()
+
+
+def test_a_turn_is_one_insert_per_table_with_the_engines_rows(make_client) -> None:
+    client = make_client()
+    consent(client)
+    app = client.app
+    with _db(client) as db:
+        before = db.scalar(select(Participant))
+        state_before = State.from_json(before.state_json)
+        seq_before, turn = before.next_seq, before.next_turn
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        words = statement.split()[:3]
+        statements.append(" ".join([words[0].upper()] + words[1:]))
+
+    engine = app.state.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        text = "We cooked together every evening in our small kitchen."
+        reply = send(client, text, client_id="one-turn")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    writes = sorted(s for s in statements if s.split()[0] in {"INSERT", "UPDATE", "DELETE"})
+    assert writes == ["INSERT INTO events", "INSERT INTO messages", "UPDATE participants SET"]
+
+    with _db(client) as db:
+        after = db.scalar(select(Participant))
+        ctm = app.state.study.engine(after.survey_pk, after.condition, db)[1]
+        # the pure engine, given the same state, message and clock, says the same
+        _state, replies, events = ctm.step(state_before, text, now=after.active_s)
+        assert after.state_json == _state.to_json()
+        messages = db.scalars(select(Message).where(Message.turn == turn)
+                              .order_by(Message.seq)).all()
+        rows = db.scalars(select(EventRow).where(EventRow.turn == turn)
+                          .order_by(EventRow.seq)).all()
+    own, bots = messages[0], messages[1:]
+    assert (own.seq, own.role, own.client_id, own.text, own.agent_name) == (
+        seq_before, "participant", "one-turn", text, None)
+    assert (own.agent_id, own.topic_id) == (state_before.agent_id, state_before.topic_id)
+    analysed = events[0].data
+    assert own.intent == analysed["intent"] and own.confidence == pytest.approx(
+        analysed["confidence"])
+    assert own.q_overall == pytest.approx(analysed["quality"]["overall"])
+    assert own.created_at is not None and all(m.created_at == own.created_at for m in messages)
+    # events first, then the replies, on the participant's one sequence
+    assert [r.seq for r in rows] == list(range(seq_before + 1, seq_before + 1 + len(events)))
+    assert [(r.kind, r.reason, r.agent_id, r.topic_id, r.data) for r in rows] == [
+        (e.kind, e.reason or "", e.agent_id, e.topic_id, dict(e.data or {})) for e in events]
+    assert [b.seq for b in bots] == list(range(rows[-1].seq + 1, rows[-1].seq + 1 + len(replies)))
+    assert [(b.role, b.kind, b.text, b.agent_id, b.agent_name, b.topic_id, b.client_id,
+             b.intent) for b in bots] == [
+        ("bot", r.kind, r.text, r.agent_id, r.agent_name, r.topic_id, None, None) for r in replies]
+    assert [(r["seq"], r["text"]) for r in reply["replies"]] == [(b.seq, b.text) for b in bots]
+    assert after.next_seq == bots[-1].seq + 1 and after.next_turn == turn + 1
+    # a retry of the same message is answered from these rows
+    assert send(client, text, client_id="one-turn")["replies"] == reply["replies"]
+
+
+def test_the_participant_lookup_gives_its_connection_back(make_client) -> None:
+    """Between the dependencies (one worker thread) and the endpoint (another) a request
+    holds no pooled connection, so threads waiting for connections cannot deadlock with
+    requests waiting for threads."""
+    client = make_client()
+    consent(client)
+    from communitybots.web import deps
+
+    seen: list[int] = []
+    original = deps.conversation.find_participant
+
+    def lookup(db, *args, **kwargs):
+        found = original(db, *args, **kwargs)
+        seen.append(id(db))
+        return found
+
+    pool = client.app.state.engine.pool
+    checked_out: list[int] = []
+
+    from communitybots.web import conversation
+
+    original_turn = conversation.take_turn
+
+    def take_turn(db, *args, **kwargs):
+        checked_out.append(pool.checkedout())
+        return original_turn(db, *args, **kwargs)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(deps.conversation, "find_participant", lookup)
+    mp.setattr(conversation, "take_turn", take_turn)
+    try:
+        send(client, "We walked in the park near our flat every day.")
+    finally:
+        mp.undo()
+    assert seen and checked_out == [0]
+
+
+def test_serve_defaults_to_one_worker_per_usable_core(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(commands.os, "sched_getaffinity", lambda _pid: {0, 2, 5}, raising=False)
+    assert commands.default_workers() == 3
+    monkeypatch.delattr(commands.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(commands.os, "cpu_count", lambda: None)
+    assert commands.default_workers() == 1
+    monkeypatch.setattr(commands.os, "cpu_count", lambda: 6)
+    assert commands.default_workers() == 6
+
+    import uvicorn
+
+    from communitybots.cli import app
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", str(SURVEY), "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert calls[-1]["workers"] == 6 and "6 worker processes" in result.output
+    result = runner.invoke(app, ["serve", str(SURVEY), "--database-url", url, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert calls[-1]["workers"] == 1 and "1 worker process" in result.output
