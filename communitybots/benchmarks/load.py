@@ -1,6 +1,6 @@
 """Load benchmark of the web platform on loopback, without an LLM.
 
-Starts ``communitybots serve`` (uvicorn, one process) on a fresh database, then N
+Starts ``communitybots serve`` (uvicorn, its default worker count unless told) on a fresh database, then N
 simulated participants at once, each with its own cookies: landing page, consent, and
 M chat messages sent one after another with a think time between them, as people type.
 A share of the messages is sent twice with the same idempotency key, as a browser does
@@ -14,6 +14,7 @@ throughput, errors, and the database counts. Writes ``benchmarks/results/load*.j
     python benchmarks/load.py                       # 200 participants x 30 messages, SQLite
     python benchmarks/load.py --database-url postgresql+psycopg://...
     python benchmarks/load.py --think 0 0           # no think time: saturation
+    python benchmarks/load.py --profile /tmp/load.prof   # py-spy: where the server's time goes
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import httpx
 
+from communitybots.web.commands import default_workers
 from communitybots.web.serving import free_port, wait_until_serving
 
 HERE = Path(__file__).resolve().parent
@@ -109,6 +111,68 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+#: where a server sample's time goes: the first category whose marker is in the stack
+#: (innermost parts first), else "other"
+PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("CTM state (de)serialisation", ("State.from_json", "State.to_json")),
+    ("CTM step: language understanding (nlu.py)", ("nlu.py",)),
+    ("CTM step: engine (ctm.py)", ("ctm.py",)),
+    ("database: participant by cookie", ("find_participant",)),
+    ("database: rate-limit query", ("check_rate",)),
+    ("database: the turn's INSERTs", ("_append (",)),
+    ("database: commit (participant UPDATE)", ("Session.commit", "Session.flush")),
+    ("database: idempotency lookup, replay, rest of take_turn", ("take_turn (",)),
+    ("database: session end (get_db)", ("get_db", "Session.close")),
+    ("consent (new participants)", ("consent (",)),
+    ("SQLAlchemy, other", ("sqlalchemy/",)),
+    ("FastAPI/Starlette: routing, dependencies, validation, JSON", ("fastapi/", "starlette/",
+                                                                     "pydantic")),
+    ("middleware (CSRF cookie, headers, body cap)", ("BrowserMiddleware", "BodyLimitMiddleware")),
+    ("uvicorn: HTTP parsing, event loop", ("uvicorn/", "httptools", "asyncio/", "uvloop")),
+    ("thread pool hand-offs (anyio, threading)", ("anyio/", "threading.py")),
+]
+
+
+IDLE_FRAMES = ("Condition.wait", "Queue.get", "Event.wait")
+
+
+def start_profiler(pid: int, out: str) -> subprocess.Popen:
+    """py-spy (the ``dev`` extra) sampling the server and its worker processes."""
+    profiler = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+         "--subprocesses", "--nonblocking", "--rate", "50", "--format", "raw",
+         "--output", out],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2)  # attached before the clients start
+    return profiler
+
+
+def stop_profiler(profiler: subprocess.Popen) -> None:
+    profiler.send_signal(2)  # SIGINT: py-spy stops sampling and writes the file
+    profiler.wait(timeout=120)
+
+
+def summarise_profile(path: str) -> dict[str, float]:
+    """Shares of the server's non-idle samples per category (``PROFILE_CATEGORIES``)."""
+    counts: dict[str, int] = {}
+    for line in Path(path).read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or "serve (communitybots/web/commands.py" in stack and \
+                "Server.run" not in stack:
+            continue  # the supervisor of several workers
+        if stack.rsplit(";", 1)[-1].startswith(IDLE_FRAMES):
+            continue  # a pool thread waiting for work, seen while it wakes
+        name = next((c for c, marks in PROFILE_CATEGORIES if any(m in stack for m in marks)),
+                    "other")
+        counts[name] = counts.get(name, 0) + int(n)
+    total = sum(counts.values()) or 1
+    shares = {k: round(100 * v / total, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    print("server time by part (% of py-spy samples):", file=sys.stderr)
+    for k, v in shares.items():
+        print(f"  {v:5.1f} %  {k}", file=sys.stderr)
+    return shares
+
+
 def count_in_database(url: str) -> dict[str, int]:
     sys.path.insert(0, str(PACKAGE / "src"))
     from sqlalchemy import func, select
@@ -151,7 +215,11 @@ def main() -> None:
                         help="share of messages sent twice with the same idempotency key")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--relevance", default="tfidf")
-    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="server processes (default: serve's default, one per core)")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="sample the server with py-spy during the run (collapsed stacks "
+                             "to FILE) and print where its time went")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="results file (default results/load.json)")
     args = parser.parse_args()
@@ -173,9 +241,10 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "communitybots.cli", "serve", str(SURVEY), "--port", str(port),
          "--database-url", url, "--relevance", args.relevance,
-         "--rate-limit", str(10 * args.messages), "--workers", str(args.workers),
+         "--rate-limit", str(10 * args.messages),
          # every simulated participant comes from 127.0.0.1: no per-address consent limit
-         "--consents-per-address", "0"],
+         "--consents-per-address", "0"] + (
+            ["--workers", str(args.workers)] if args.workers else []),
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -183,9 +252,13 @@ def main() -> None:
             wait_until_serving(base, server, timeout=120)
         except RuntimeError as err:
             raise SystemExit(f"server did not start ({err}): {log_path.read_text()[-2000:]}") from None
+        profiler = start_profiler(server.pid, args.profile) if args.profile else None
         cpu_before = cpu_seconds(server.pid)
+        load_before = os.getloadavg()[0]
         latencies, errors, retried, accepted, wall = asyncio.run(run_clients(base, args))
         server_cpu = cpu_seconds(server.pid) - cpu_before
+        if profiler is not None:
+            stop_profiler(profiler)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -197,7 +270,8 @@ def main() -> None:
     result = {
         "participants": args.participants, "messages_each": args.messages,
         "think_s": list(args.think), "duplicate_share": args.duplicates,
-        "database": url.split(":")[0], "relevance": args.relevance, "workers": args.workers,
+        "database": url.split(":")[0], "relevance": args.relevance,
+        "workers": args.workers or default_workers(),
         "requests": len(ms), "accepted_messages": sum(accepted), "expected_messages": expected,
         "stored_participant_messages": counts["participant_messages"],
         "distinct_client_ids": counts["distinct_client_ids"],
@@ -212,8 +286,11 @@ def main() -> None:
         "wall_s": round(wall, 1), "throughput_msg_per_s": round(len(ms) / wall, 1),
         # server CPU per request (consents included): what one core must do per message
         "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(ms) + args.participants), 2),
-        "cpu_count": os.cpu_count(), "load_avg_1min_after": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(), "load_avg_1min_before": round(load_before, 2),
+        "load_avg_1min_after": round(os.getloadavg()[0], 2),
     }
+    if args.profile:
+        result["profile"] = {"file": args.profile, "share_of_samples": summarise_profile(args.profile)}
     out = Path(args.out) if args.out else HERE / "results" / "load.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
