@@ -169,3 +169,48 @@ def test_spsa_is_the_mean_of_the_central_differences_times_the_tangents():
     assert all(torch.equal(rebuilt[n], est.grads[n]) for n in PARAMS)
     with pytest.raises(ValueError, match=r"^num_perturbations must be >= 1, got 0$"):
         spsa_gradient(quadratic, PARAMS, seed=0, keys=(0,), num_perturbations=0)
+
+
+def test_defaults_and_the_tangent_distribution_reach_every_estimator():
+    one = forward_gradient(quadratic, PARAMS, seed=1, keys=(0,))
+    assert one.jvps.shape == (1,)
+    spsa = spsa_gradient(quadratic, PARAMS, seed=1, keys=(0,))
+    assert spsa.jvps.shape == (1,)
+    v = make_tangents(PARAMS, 1, (0,), 0)
+    mean, d = central_difference(quadratic, PARAMS, v, sigma=1e-3)
+    assert float(spsa.loss) == pytest.approx(float(mean), rel=1e-6)  # σ = 1e-3 by default
+    assert torch.equal(central_difference(quadratic, PARAMS, v)[0], mean)
+    r = make_tangents(PARAMS, 1, (0,), 0, "rademacher")
+    est = forward_gradient(quadratic, PARAMS, seed=1, keys=(0,), distribution="rademacher")
+    for n in PARAMS:
+        torch.testing.assert_close(est.grads[n], float(est.jvps[0]) * r[n])
+    zo = spsa_gradient(quadratic, PARAMS, seed=1, keys=(0,), distribution="rademacher")
+    _, d_r = central_difference(quadratic, PARAMS, r)
+    assert float(zo.jvps[0]) == float(d_r)
+    meta = {n: torch.empty(p.shape, device="meta") for n, p in PARAMS.items()}
+    rebuilt = rebuild_gradient(est.jvps, meta, seed=1, keys=(0,), distribution="rademacher")
+    assert all(torch.equal(rebuilt[n], est.grads[n]) for n in PARAMS)
+
+
+def test_estimates_are_contiguous_for_non_contiguous_tensors():
+    params = {"a": PARAMS["a"].t()}  # a transposed view
+
+    def loss(p):
+        return (p["a"] ** 2).sum()
+
+    for est in (forward_gradient(loss, params, 0, (0,)), spsa_gradient(loss, params, 0, (0,))):
+        assert est.grads["a"].is_contiguous()
+
+
+def test_non_finite_values_are_caught_where_they_appear():
+    w = {"w": torch.zeros(3)}
+    v = {"w": torch.ones(3)}
+    with pytest.raises(FloatingPointError, match=r"^zeroth-order loss is not finite"):
+        central_difference(lambda p: torch.sqrt(p["w"]).sum(), w, v)  # only L(θ − σv) is NaN
+    with pytest.raises(FloatingPointError, match=r"^zeroth-order loss is not finite"):
+        central_difference(lambda p: torch.sqrt(-p["w"]).sum(), w, v)  # only L(θ + σv) is NaN
+    with pytest.raises(FloatingPointError, match=r"^forward-gradient loss is not finite"):
+        jvp(lambda p: (p["w"] * 0).sum() + float("nan"), w, v)  # a NaN loss, a finite derivative
+    names = {f"t{i}": torch.zeros(1) for i in range(7)}
+    with pytest.raises(ValueError, match=r"differ in names: \['t0', 't1', 't2', 't3', 't4'\]$"):
+        jvp(lambda p: p["t0"].sum(), names, {})
