@@ -150,9 +150,13 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
     Core rows, not one ORM object per row). Returns the bots' messages as read-only
     objects with the attributes of a stored ``Message``."""
     seq = participant.next_seq
+    # every message carries the survey version of its conversation
+    version = {"survey_hash": participant.survey_hash,
+               "survey_version": participant.survey_version}
     messages: list[dict[str, Any]] = []
     if first is not None:
-        messages.append(_message_row(participant.id, seq, turn, "participant", now=now, **first))
+        messages.append(_message_row(participant.id, seq, turn, "participant", now=now,
+                                     **first, **version))
         seq += 1
     event_rows = []
     for ev in events:
@@ -166,7 +170,7 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
     for rp in replies:
         bots.append(_message_row(participant.id, seq, turn, "bot", rp.kind, rp.text, now,
                                  agent_id=rp.agent_id, agent_name=rp.agent_name,
-                                 topic_id=rp.topic_id))
+                                 topic_id=rp.topic_id, **version))
         seq += 1
     if event_rows:
         db.execute(insert(EventRow.__table__), event_rows)
@@ -186,6 +190,7 @@ def start(db: Session, study: Study, condition: str, assignment: str,
     now = utcnow()
     participant = Participant(
         public_id=secrets.token_hex(8), token_hash=token_hash(token), survey_pk=study.survey_pk,
+        survey_hash=study.survey_hash, survey_version=study.survey_version,
         condition=condition, assignment=assignment, status="chatting",
         state_json=state.to_json(), next_seq=0, next_turn=0, consented_at=now,
         last_active_at=now, active_s=0.0, origin_group=origin_group,
