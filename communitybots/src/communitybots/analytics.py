@@ -12,6 +12,8 @@ computes those measures from the stored record:
   relevance, specificity, gibberish, overall) of answers;
 - skip rate (topics the participant asked to skip / topics reached) and interruption
   rate (topics the engine switched away from without being asked / topics reached);
+- off-topic redirects (answers the engine steered back to the question) and sensitive
+  disclosures (a death, illness, job loss, ... answered with care);
 - post-survey answers (Likert means per item);
 - the comparison of the conditions on participant-level values: each measure is first
   reduced to one value per participant (the mean of their answers' words or quality, their
@@ -170,7 +172,9 @@ def participant_values(data: StudyData) -> dict[str, dict[str, list[float]]]:
 
     ``words_per_answer`` and ``quality_<part>``: the mean over the participant's answers;
     ``skip_rate`` / ``interruption_rate``: their skipped / interrupted topics over the
-    topics they reached; ``messages``: messages they sent; ``likert_<item>``: their answer.
+    topics they reached; ``off_topic_rate``: answers the bot steered back to the question
+    over their answers; ``messages``: messages they sent; ``sensitive_disclosures``: how
+    many they made; ``likert_<item>``: their answer.
     """
     condition = {p["id"]: p["condition"] for p in data.participants}
     per: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -199,6 +203,9 @@ def participant_values(data: StudyData) -> dict[str, dict[str, list[float]]]:
     for a in data.answers:
         if a["value"].isdigit():
             per[f"likert_{a['item_id']}"][a["participant_id"]].append(float(a["value"]))
+    off_topic, sensitive = _count_events(data, "off_topic"), _count_events(data, "sensitive_disclosure")
+    for pid, answers in per["words_per_answer"].items():
+        per["off_topic_rate"][pid].append(off_topic[pid] / len(answers))
     out: dict[str, dict[str, list[float]]] = {}
     for measure, values in per.items():
         out[measure] = {c: [] for c in CONDITIONS}
@@ -209,9 +216,20 @@ def participant_values(data: StudyData) -> dict[str, dict[str, list[float]]]:
         for pid, topics in reached.items():
             out[measure].setdefault(condition[pid], []).append(counts[pid] / len(topics))
     out["messages"] = {c: [] for c in CONDITIONS}
+    out["sensitive_disclosures"] = {c: [] for c in CONDITIONS}
     for pid, n in sent.items():
         out["messages"].setdefault(condition[pid], []).append(n)
+        out["sensitive_disclosures"].setdefault(condition[pid], []).append(float(sensitive[pid]))
     return out
+
+
+def _count_events(data: StudyData, kind: str) -> dict[int, int]:
+    """Events of ``kind`` per participant id."""
+    counts: dict[int, int] = defaultdict(int)
+    for e in data.events:
+        if e["kind"] == kind:
+            counts[e["participant_id"]] += 1
+    return counts
 
 
 def answers_of(data: StudyData) -> dict[str, list[dict[str, Any]]]:
@@ -261,7 +279,7 @@ def topic_table(data: StudyData, topic_order: list[str]) -> dict[str, list[dict[
 
 #: measures compared between the conditions, in the dashboard's order (then Likert items)
 COMPARED: list[str] = (["words_per_answer"] + [f"quality_{p}" for p in QUALITY_PARTS]
-                       + ["skip_rate", "interruption_rate", "messages"])
+                       + ["skip_rate", "interruption_rate", "off_topic_rate", "messages"])
 
 
 def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
@@ -282,6 +300,8 @@ def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
     for a in data.answers:
         if a["value"].isdigit():
             likert[condition[a["participant_id"]]][a["item_id"]].append(float(a["value"]))
+    off_topic = _count_events(data, "off_topic")
+    sensitive = _count_events(data, "sensitive_disclosure")
     out: dict[str, Any] = {"conditions": {}, "topics": topics, "comparisons": {}}
     for c in CONDITIONS:
         people = by_condition.get(c, [])
@@ -308,6 +328,9 @@ def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
             "jump_rate": _rate(sum(r["jumped_away"] for r in rows), reached),
             "interruption_rate": _rate(sum(r["interrupted"] for r in rows), reached),
             "chat_minutes_median": _median(durations),
+            "off_topic_redirects": sum(n for pid, n in off_topic.items() if condition[pid] == c),
+            "sensitive_disclosures": sum(n for pid, n in sensitive.items()
+                                         if condition[pid] == c),
             "likert_mean": {item: _mean(v) for item, v in sorted(likert[c].items())},
             "_words": word_counts,
             "_quality": quality,

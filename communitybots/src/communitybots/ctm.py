@@ -26,7 +26,9 @@ verbatim), ``answer_accepted``, ``dont_know``, ``probe``, ``next_question``,
 ``topic_finished``, ``topic_skipped``, ``topic_switched_low_quality``, ``domain_jump``,
 ``jump_declined``, ``topic_started``, ``handover``, ``clarification``, ``bot_question``,
 ``chit_chat``, ``gibberish``, ``abusive``, ``budget_reached``, ``survey_end``,
-``message_after_end``.
+``message_after_end``, ``off_topic`` (an answer unrelated to the question: the bot steers
+back to it, once per question), ``sensitive_disclosure`` (a death, illness, job loss,
+mental-health crisis or violence: acknowledged with care, never probed).
 """
 
 from __future__ import annotations
@@ -47,8 +49,22 @@ EVENT_KINDS = frozenset({
     "next_question", "topic_finished", "topic_skipped", "topic_switched_low_quality",
     "domain_jump", "jump_declined", "topic_started", "handover", "clarification",
     "bot_question", "chit_chat", "gibberish", "abusive", "budget_reached", "survey_end",
-    "message_after_end",
+    "message_after_end", "off_topic", "sensitive_disclosure",
 })
+#: what the bot says to a sensitive disclosure, by category of ``nlu.SENSITIVE``
+CARE: dict[str, str] = {
+    "bereavement": "I'm so sorry for your loss. Thank you for trusting me with something "
+                   "so painful.",
+    "illness": "I'm sorry to hear that; it sounds like a really hard time. Thank you for "
+               "sharing it with me.",
+    "job_loss": "I'm sorry to hear about that; losing work is hard, and thank you for "
+                "telling me.",
+    "mental_health": "Thank you for telling me; that sounds really difficult. If you are "
+                     "struggling, please reach out to someone you trust or a local helpline.",
+    "violence": "I'm very sorry that happened to you. Thank you for telling me; if you are "
+                "not safe, please contact local emergency services or a support line.",
+}
+_CARE_AFTER = "You don't need to say more than you want to; let's go on when you're ready."
 
 PENDING, ACTIVE, DONE, SKIPPED, SWITCHED = "pending", "active", "done", "skipped", "switched"
 _CLOSED = (DONE, SKIPPED, SWITCHED)
@@ -120,6 +136,7 @@ class State:
     pending_text: str = ""
     probes_asked: int = 0
     clarifications: int = 0
+    redirects: int = 0
     low_quality_run: int = 0
     abusive_count: int = 0
     topic_status: dict[str, str] = field(default_factory=dict)
@@ -193,6 +210,7 @@ class _Turn:
         self.s.stage = "question"
         self.s.probes_asked = 0
         self.s.clarifications = 0
+        self.s.redirects = 0
         self.s.topic_progress[topic.id] = index
         self.s.pending_text = topic.questions[index]
         self.say(self.s.pending_text, "question")
@@ -206,6 +224,7 @@ class _Turn:
         self.s.stage = "probe"
         self.s.probes_asked += 1
         self.s.clarifications = 0
+        self.s.redirects = 0
         self.s.pending_text = probe
         self.log("probe", reason, probe_index=cursor % len(topic.probes), question=question,
                  template=probe, quality=round(quality, 4))
@@ -223,9 +242,11 @@ class _Turn:
                      from_agent=outgoing.id, to_agent=owner.id, to_topic=topic.id)
             if outgoing.handover:
                 self.say(outgoing.handover.replace("{next}", owner.name), "handover")
+            met = any(t.id in self.s.topic_progress for t in owner.topics)  # asked before
             self.s.agent_id = owner.id
             self.s.topic_id = topic.id
-            self.say(owner.introduction, "intro")
+            # an agent introduces itself once; back again, it only says so
+            self.say(f"Hi again, it's {owner.name}." if met else owner.introduction, "intro")
         self.s.agent_id = owner.id
         self.s.topic_id = topic.id
         self.s.topic_status[topic.id] = ACTIVE
@@ -398,6 +419,21 @@ class CTM:
     def _on_answer(self, turn: _Turn, a: Analysis) -> None:
         p, s = self.policy, turn.s
         q = a.quality.overall
+        if a.sensitive is not None:
+            self._on_sensitive(turn, a)
+            return
+        relevance = a.quality.relevance
+        if (relevance < p.off_topic_relevance and s.redirects < 1
+                and len(words(turn.message)) >= 3):
+            s.redirects += 1
+            turn.log("off_topic", f"relevance {relevance:.2f} < {p.off_topic_relevance} "
+                     "(off-topic); steering back to the question", relevance=round(relevance, 4),
+                     question=s.pending_text)
+            title = turn.topic.title.lower() if turn.topic is not None else "this"
+            turn.say(f"That sounds like a different subject. I'd like to stay with {title} "
+                     "for now.", "ack")
+            turn.ask_current("Back to my question: ")
+            return
         low = q < p.quality_threshold
         s.low_quality_run = s.low_quality_run + 1 if low else 0
         turn.log("answer_accepted",
@@ -425,6 +461,19 @@ class CTM:
         else:
             why = f"rich answer ({q:.2f} >= {p.rich_threshold}); no probe needed"
         turn.advance_question(why)
+
+    def _on_sensitive(self, turn: _Turn, a: Analysis) -> None:
+        """A death, illness, job loss, ...: accepted as an answer (whatever its quality
+        score), acknowledged with care, and never probed for more detail."""
+        s = turn.s
+        s.low_quality_run = 0
+        turn.log("answer_accepted", f"answer with a sensitive disclosure ({a.sensitive})",
+                 **self._answer_data(turn, a, low=False))
+        turn.log("sensitive_disclosure", f"{a.sensitive} disclosed; acknowledged with care, "
+                 "not probed", category=a.sensitive)
+        turn.say(CARE[a.sensitive], "ack")
+        turn.say(_CARE_AFTER, "ack")
+        turn.advance_question("sensitive disclosure; moving on without a probe")
 
     def _on_dont_know(self, turn: _Turn, a: Analysis) -> None:
         p, s = self.policy, turn.s

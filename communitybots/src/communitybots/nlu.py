@@ -53,6 +53,7 @@ __all__ = [
     "is_jump_request",
     "load_seeds",
     "make_relevance",
+    "sensitive_disclosure",
 ]
 
 
@@ -657,6 +658,39 @@ class FAQMatcher:
         return self.items[self._owner[k]], float(sims[k])
 
 
+#: sensitive disclosures, by category: patterns over the normalised text (offline, no
+#: model); the CTM answers them with care instead of a probe
+SENSITIVE: dict[str, re.Pattern[str]] = {
+    "bereavement": re.compile(
+        r"\b(died|dying|passed away|passed on|death of|funeral|lost (my|our|her|his) "
+        r"(mother|mom|mum|father|dad|parents?|grand\w+|husband|wife|partner|son|daughter|"
+        r"child|baby|brother|sister|friend|uncle|aunt)|killed|bereave\w*|widow\w*)\b"),
+    "illness": re.compile(
+        r"\b(cancer|chemo\w*|intensive care|icu|ventilator|hospitali[sz]ed|in (the )?hospital|"
+        r"long covid|seriously ill|very (sick|ill)|diagnosed|stroke|heart attack)\b"),
+    "job_loss": re.compile(
+        r"\b(lost (my|our|his|her) (job|work|income|business)|laid off|made redundant|"
+        r"redundancy|got fired|was fired|unemployed|out of work|furlough\w*|"
+        r"(business|shop|restaurant) (closed|went under|went bankrupt)|bankrupt\w*)\b"),
+    "mental_health": re.compile(
+        r"\b(depress\w*|suicid\w*|panic attacks?|anxiety|self[- ]harm|breakdown|"
+        r"so lonely|very lonely|isolated and alone)\b"),
+    "violence": re.compile(
+        r"\b(domestic (violence|abuse)|(he|she|they) (hit|beat) me|abusive (partner|husband|"
+        r"wife|relationship)|assaulted)\b"),
+}
+
+
+def sensitive_disclosure(text: str) -> str | None:
+    """The category of a sensitive disclosure in ``text`` (a death, illness, job loss,
+    mental-health crisis or violence), or None; the first matching category wins."""
+    normal = normalize(text)
+    for category, pattern in SENSITIVE.items():
+        if pattern.search(normal):
+            return category
+    return None
+
+
 @dataclass(frozen=True)
 class Analysis:
     """Intent and quality of one message (what the ``message_analyzed`` event reports)."""
@@ -665,9 +699,13 @@ class Analysis:
     quality: Quality
     analyzed_chars: int
     truncated: bool
+    #: category of a sensitive disclosure (see ``SENSITIVE``), or None
+    sensitive: str | None = None
 
     def to_event_data(self, text: str) -> dict:
-        return {
+        """The ``message_analyzed`` event's data; ``sensitive`` only when one was found."""
+        extra = {"sensitive": self.sensitive} if self.sensitive else {}
+        return {**extra,
             "intent": str(self.intent.intent),
             "confidence": round(self.intent.confidence, 4),
             "rule": self.intent.rule,
@@ -719,4 +757,5 @@ class NLU:
         if intent.intent is Intent.ANSWER and quality.gibberish >= self.gibberish_intent:
             intent = IntentResult(Intent.GIBBERISH, quality.gibberish, "gibberish_score",
                                   predicted=intent.predicted)
-        return Analysis(intent, quality, len(head), len(text) > limit)
+        return Analysis(intent, quality, len(head), len(text) > limit,
+                        sensitive_disclosure(head))

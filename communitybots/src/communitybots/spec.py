@@ -171,6 +171,10 @@ class Policy(_Model):
             consent page and the FAQ say (default 20; at most ``max_minutes``).
         count_dont_know_as_low_quality (bool): a "don't know" extends the low-quality
             run (default True).
+        off_topic_relevance (float): an answer of at least three words whose relevance to
+            the question and topic is below this is off-topic: the bot steers back to the
+            question instead of accepting it, once per question (default 0.1; 0 turns
+            redirects off).
     """
 
     low_quality_k: int = Field(default=2, ge=1)
@@ -183,6 +187,7 @@ class Policy(_Model):
     max_minutes: float = Field(default=60.0, gt=0)
     expected_minutes: float = Field(default=20.0, gt=0)
     count_dont_know_as_low_quality: bool = True
+    off_topic_relevance: float = Field(default=0.1, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _expected_within_limit(self) -> Policy:

@@ -142,6 +142,7 @@ def _compared_labels(study: Study) -> dict[str, str]:
     labels = {"words_per_answer": "Words per answer (participant mean)",
               "skip_rate": "Skip rate (per participant)",
               "interruption_rate": "Interruption rate (per participant)",
+              "off_topic_rate": "Off-topic answers steered back (share of answers)",
               "messages": "Messages sent"}
     labels.update({f"quality_{p}": f"Quality: {p} (participant mean)"
                    for p in analytics.QUALITY_PARTS})
