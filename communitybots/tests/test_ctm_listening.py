@@ -161,3 +161,28 @@ def test_an_agent_introduces_itself_once():
         ("healthcare", SURVEY.agent("healthcare").introduction),
         ("household", "Hi again, it's Hanna."),
     ]
+
+
+@pytest.mark.parametrize(("text", "hedged"), [
+    ("I don't know, maybe we cooked more?", True),
+    ("not sure, we probably walked the dog more often", True),
+    ("I don't know, sorry", False),
+    ("I really don't know what to say", False),
+    ("I can't remember exactly when it was", False),
+    ("We cooked more", False),  # no hedge at all: an answer anyway
+])
+def test_a_hedge_followed_by_content_is_an_answer(text: str, hedged: bool) -> None:
+    from communitybots.nlu import hedged_answer
+
+    assert hedged_answer(text) is hedged
+
+
+def test_a_hedged_answer_keeps_its_content():
+    ctm = CTM(SURVEY, relevance="tfidf")
+    state, _, _ = ctm.start()
+    _, _, events = ctm.step(state, "I don't know, maybe we cooked more?", now=30.0)
+    assert events[0].data["intent"] == "answer" and events[0].data["rule"] == "hedged_answer"
+    assert events[0].data["predicted"] == "dont_know"
+    assert "dont_know" not in kinds(events)
+    _, _, events = ctm.step(state, "I don't know, sorry", now=30.0)
+    assert "dont_know" in kinds(events)

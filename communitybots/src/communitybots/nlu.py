@@ -53,6 +53,7 @@ __all__ = [
     "is_jump_request",
     "load_seeds",
     "make_relevance",
+    "hedged_answer",
     "sensitive_disclosure",
 ]
 
@@ -626,6 +627,9 @@ class IntentClassifier:
         if predicted is Intent.JUMP:
             domain, topic_id = self.resolve_target(norm)
             return IntentResult(Intent.JUMP, conf, "classifier", domain, topic_id, predicted)
+        if predicted is Intent.DONT_KNOW and hedged_answer(norm):
+            # "I don't know, maybe we cooked more?": the content after the hedge is an answer
+            return IntentResult(Intent.ANSWER, conf, "hedged_answer", predicted=predicted)
         return IntentResult(predicted, conf, "classifier", predicted=predicted)
 
 
@@ -656,6 +660,31 @@ class FAQMatcher:
         if sims[k] < self.min_similarity:
             return None, float(sims[k])
         return self.items[self._owner[k]], float(sims[k])
+
+
+_HEDGE = re.compile(
+    r"^\W*(i\s+)?(really\s+|honestly\s+)?(don'?t|do not|dont|can'?t|cannot)\s+(really\s+)?"
+    r"(know|say|remember|recall|tell)\b|^\W*(not sure|no idea|idk|dunno|hard to say|"
+    r"difficult to say|i'?m not sure|i am not sure)\b")
+
+
+#: words that talk about the answer rather than give one ("... what to say")
+_HEDGE_WORDS = frozenset({"say", "said", "tell", "think", "answer", "question", "remember",
+                          "recall", "sure", "know", "idea", "honestly", "sorry", "clue",
+                          "really", "exactly", "mean", "maybe", "guess", "sense"})
+
+
+def hedged_answer(text: str) -> bool:
+    """A "don't know" that goes on to answer: after the hedge ("I don't know", "not
+    sure", ...) come at least three words, one of them a content word (not a stop word),
+    e.g. "I don't know, maybe we cooked more?" but not "I don't know, sorry"."""
+    norm = normalize(text)
+    match = _HEDGE.search(norm)
+    if match is None:
+        return False
+    rest = words(norm[match.end():])
+    return len(rest) >= 3 and any(w not in _STOP and w not in _HEDGE_WORDS and len(w) > 2
+                                  for w in rest)
 
 
 #: sensitive disclosures, by category: patterns over the normalised text (offline, no
