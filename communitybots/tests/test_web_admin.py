@@ -10,8 +10,8 @@ import io
 import json
 import re
 
-from sqlalchemy import func, select
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 from web_support import (
     RICH,
