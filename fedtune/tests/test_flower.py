@@ -196,6 +196,35 @@ def test_no_node_at_all_is_one_line(make_experiment, task_identity):
         GridBackend(FakeGrid(make_experiment(), {7: {"partition-id": 99}}), num_partitions=8, wait_nodes_s=0)
 
 
+def test_the_server_app_runs_the_bundled_experiment_where_its_run_config_says(make_experiment, tmp_path, task_identity):
+    from fedtune.deploy.project import BundledExperiment
+    from fedtune.deploy.server_app import serve_experiment
+
+    app_dir = tmp_path / "app"
+    write_project(make_experiment(rounds=2), app_dir)
+    load = BundledExperiment(app_dir)
+    out = tmp_path / "on-the-superlink"
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={"experiment": "experiment.toml", "output": str(out), "wait-nodes-s": 0, "round-timeout-s": 0})
+    grid = FakeGrid(load(context), {100 + i: {"partition-id": i} for i in range(8)})
+    result = serve_experiment(grid, context, load)
+    local = run_experiment(make_experiment(rounds=2, output=str(tmp_path / "local")), report=False)
+    assert result.run_dir == out and (out / "metrics.jsonl").is_file() and (out / "report.md").is_file()
+    assert without_times(result.metrics) == without_times(local.metrics)
+    with pytest.raises(ConfigError, match="already holds a run"):  # as fedtune run: no silent overwrite
+        serve_experiment(grid, context, load)
+
+
+def test_flower_missing_is_one_line(monkeypatch):
+    import sys
+
+    from fedtune.deploy.backend import require_flower
+
+    monkeypatch.setitem(sys.modules, "flwr", None)  # import flwr raises ImportError
+    with pytest.raises(ConfigError, match=r'needs Flower; install it with pip install "fedtune\[flower\]"'):
+        require_flower()
+
+
 # -- runs through Flower's runtime equal in-process runs ---------------------------------------
 SPRY = {"name": "spry", "batch_size": 16, "lr": 1e-3, "max_steps": 5}
 CASES = {

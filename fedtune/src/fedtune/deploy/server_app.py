@@ -24,21 +24,26 @@ from fedtune.config import Experiment
 from fedtune.deploy.backend import Serving, serving
 
 
+def serve_experiment(grid: Grid, context: Context, load: Callable[[Context], Experiment]):
+    """Run the experiment ``load(context)`` gives, its clients on ``grid``'s nodes; returns the engine's result."""
+    from fedtune.engine import run_experiment
+
+    exp = load(context)
+    config = context.run_config
+    if config.get("output"):
+        exp.output = str(config["output"])
+    timeout = float(config.get("round-timeout-s", 3600))
+    settings = Serving(grid, float(config.get("wait-nodes-s", 600)), timeout if timeout > 0 else None)
+    with serving(settings):
+        return run_experiment(exp, resume=bool(config.get("resume", False)), overwrite=bool(config.get("overwrite", False)))
+
+
 def make_server_app(load: Callable[[Context], Experiment]) -> ServerApp:
     """A ``ServerApp`` running the experiment that ``load(context)`` gives."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        from fedtune.engine import run_experiment
-
-        exp = load(context)
-        config = context.run_config
-        if config.get("output"):
-            exp.output = str(config["output"])
-        timeout = float(config.get("round-timeout-s", 3600))
-        settings = Serving(grid, float(config.get("wait-nodes-s", 600)), timeout if timeout > 0 else None)
-        with serving(settings):
-            run_experiment(exp, resume=bool(config.get("resume", False)), overwrite=bool(config.get("overwrite", False)))
+        serve_experiment(grid, context, load)
 
     return app
