@@ -6,13 +6,15 @@ sessions whose objects stay readable after commit, and naive UTC timestamps."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 
 from communitybots.store import (
     Message,
     Participant,
     SurveyRow,
+    downgrade,
     make_engine,
     migrate,
     session_factory,
@@ -20,10 +22,16 @@ from communitybots.store import (
 )
 
 
-def test_utcnow_is_naive_utc() -> None:
-    now = utcnow()
+def test_utcnow_is_naive_utc_whatever_the_servers_time_zone(monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        now = utcnow()
+        reference = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     assert now.tzinfo is None
-    reference = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     assert abs((reference - now).total_seconds()) < 5
 
 
@@ -36,6 +44,7 @@ def test_sqlite_engine_pragmas_and_pool(tmp_path) -> None:
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10000
             assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
         assert engine.pool.size() == 10 and engine.pool._max_overflow == 30
+        assert engine.hide_parameters is True  # no participant text in error messages or logs
     finally:
         engine.dispose()
     small = make_engine(f"sqlite:///{tmp_path / 'small.sqlite3'}", pool_size=3, max_overflow=4)
@@ -45,7 +54,7 @@ def test_sqlite_engine_pragmas_and_pool(tmp_path) -> None:
 
 def test_postgres_engine_pings_before_use() -> None:
     engine = make_engine("postgresql+psycopg://u:p@127.0.0.1:1/none")  # never connects
-    assert engine.pool._pre_ping is True
+    assert engine.pool._pre_ping is True and engine.hide_parameters is True
     assert engine.pool.size() == 10 and engine.pool._max_overflow == 30
 
 
@@ -70,4 +79,6 @@ def test_deleting_a_participant_deletes_their_messages_and_objects_outlive_commi
         db.execute(text("DELETE FROM participants"))
         db.commit()
         assert db.scalar(select(func.count(Message.id))) == 0
+    downgrade(engine)  # to "base" by default: no table of ours is left
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
