@@ -74,11 +74,11 @@ ZEROTH = ("fedmezo", "baffle", "fwdllm")
 # client learning rates tried on the tuning seed (best final accuracy wins); a method
 # listed in SHARES takes the learning rate tuned for another (same client optimizer)
 TUNE_GRID: dict[str, list[float]] = {
-    "spry_k1": [3e-3, 1e-2, 3e-2],
-    "fedfgd": [3e-3, 1e-2, 3e-2],
+    "spry_k1": [3e-3, 1e-2, 3e-2, 1e-1],
+    "fedfgd": [3e-3, 1e-2, 3e-2, 1e-1],
     "fedmezo": [1e-3, 3e-3, 1e-2, 3e-2],
-    "baffle": [3e-3, 1e-2, 3e-2, 1e-1],
-    "fedsgd": [0.1, 0.3, 1.0],
+    "baffle": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
+    "fedsgd": [0.1, 0.3, 1.0, 3.0],
     "fedyogi_bp": [3e-3, 1e-2, 3e-2],
 }
 SHARES = {"spry_k4": "spry_k1", "fwdllm": "fedfgd"}
