@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from fedtune.config import ConfigError, load_experiment
 from fedtune.deploy.cli import flower_app
@@ -49,7 +50,7 @@ SetOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [extras] are not markup
     raise typer.Exit(code)
 
 

@@ -127,6 +127,13 @@ class BackendConfig(Strict):
         return self
 
 
+class LogConfig(Strict):
+    """Experiment tracking besides metrics.jsonl (``fedtune.report.tracking``)."""
+
+    tensorboard: bool = Field(False, description="write TensorBoard event files under <run folder>/tensorboard")
+    mlflow: str | None = Field(None, min_length=1, description="log an MLflow run to this tracking URI or local folder")
+
+
 class FailureConfig(Strict):
     min_clients: int = Field(1, ge=1, description="a round needs at least this many successful clients")
     min_fraction: float = Field(0.5, gt=0, le=1, description="... and at least this share of the sampled ones")
@@ -153,6 +160,7 @@ class Experiment(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     failures: FailureConfig = Field(default_factory=FailureConfig)
     drift: DriftConfig | None = Field(None, description="concept drift applied to clients' data by round (Flash)")
+    log: LogConfig = Field(default_factory=LogConfig, description="experiment tracking: TensorBoard, MLflow")
 
     @field_validator("backend", mode="before")
     @classmethod

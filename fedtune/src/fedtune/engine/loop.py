@@ -252,12 +252,18 @@ def run_experiment(
     metrics_path = run_dir / METRICS_FILE
     if not resume and metrics_path.exists() and not overwrite:
         raise ConfigError(f"output: {run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    # report/ imports matplotlib: not at engine import
+    from fedtune.report.tracking import open_trackers
+
     run = Run(exp, fed)  # builds everything, and starts the backend, before a single file is written
+    trackers = open_trackers(exp)  # [log]: a missing package is one line here
     run.start()
     try:
-        metrics = _run_rounds(run, exp, resume, overwrite, progress, extended_from)
+        metrics = _run_rounds(run, exp, resume, overwrite, progress, extended_from, trackers)
     finally:
         run.close()
+        for tracker in trackers:
+            tracker.close()
     if report:
         from fedtune.report import write_run_report
 
@@ -265,7 +271,7 @@ def run_experiment(
     return RunResult(run_dir, metrics, exp)
 
 
-def _run_rounds(run: Run, exp: Experiment, resume: bool, overwrite: bool, progress, extended_from: int | None) -> list[dict]:
+def _run_rounds(run: Run, exp: Experiment, resume: bool, overwrite: bool, progress, extended_from: int | None, trackers=()) -> list[dict]:
     """Prepare the run folder (restoring a checkpoint when resuming), then run the rounds."""
     run_dir = exp.run_dir()
     metrics_path = run_dir / METRICS_FILE
@@ -295,6 +301,8 @@ def _run_rounds(run: Run, exp: Experiment, resume: bool, overwrite: bool, progre
             metrics.append(record)
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
+            for tracker in trackers:
+                tracker.log_round(rnd, record)
             every = exp.checkpoint.every
             if rnd == exp.rounds or (every and rnd % every == 0):
                 run.checkpoint(run_dir, rnd)
