@@ -150,7 +150,7 @@ def test_consents_per_address_and_flood_exclusion(make_client) -> None:
     researcher = twin(first, "192.0.2.1")
     make_admin(researcher)
     log_in(researcher)
-    assert researcher.get("/admin/summary.json").json()["conditions"]["multi"]["participants"] == 3
+    assert researcher.get("/admin/summary.json?include_link=1").json()["conditions"]["multi"]["participants"] == 3
     listing = researcher.get("/admin/participants").text
     assert f"{groups[0]} (3)" in listing
     public_id = re.search(r"/admin/participants/([0-9a-f]{16})", listing).group(1)
@@ -162,14 +162,14 @@ def test_consents_per_address_and_flood_exclusion(make_client) -> None:
     done = researcher.post(f"/admin/groups/{groups[0]}/exclude",
                            data={"csrf_token": token, "reason": "flood"})
     assert done.status_code == 200
-    summary = researcher.get("/admin/summary.json").json()["conditions"]
+    summary = researcher.get("/admin/summary.json?include_link=1").json()["conditions"]
     assert summary["multi"]["participants"] == 0 and summary["single"]["participants"] == 1
     assert "3 excluded participants" in researcher.get("/admin").text
     exported = researcher.get("/admin/export/participants.csv").text
     assert exported.count(",flood") == 3  # the exports keep them, marked
     # one participant back in
     researcher.post(f"/admin/participants/{public_id}/include", data={"csrf_token": token})
-    assert researcher.get("/admin/summary.json").json()["conditions"]["multi"]["participants"] == 1
+    assert researcher.get("/admin/summary.json?include_link=1").json()["conditions"]["multi"]["participants"] == 1
 
 
 def test_study_quota(make_client) -> None:
