@@ -54,15 +54,17 @@ def alignment_scores(
     regenerated tensor by tensor, so the pool is never held. Tensors of ``params`` the
     guide lacks count in ``‖v‖`` only. A zero guide scores every candidate 0.
     """
-    guide_norm = math.sqrt(sum(float(guide[n].double().pow(2).sum()) for n in params if n in guide))
+    # the tangents are drawn on the CPU (:func:`~fedtune.grad.tangent`): score them there
+    reference = {n: guide[n].detach().to("cpu", torch.float64) for n in params if n in guide}
+    guide_norm = math.sqrt(sum(float(g.pow(2).sum()) for g in reference.values()))
     scores = []
     for c in range(num_candidates):
         dot, norm2 = 0.0, 0.0
         for name, p in params.items():
             v = tangent(p.shape, seed, "tangent", *keys, c, name, distribution=distribution, dtype=torch.float64)
             norm2 += float(v.pow(2).sum())
-            if name in guide:
-                dot += float((v * guide[name].detach().to("cpu", torch.float64)).sum())
+            if name in reference:
+                dot += float((v * reference[name]).sum())
         scores.append(abs(dot) / math.sqrt(norm2) / guide_norm if guide_norm > 0 and norm2 > 0 else 0.0)
     return scores
 
