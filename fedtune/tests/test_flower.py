@@ -49,6 +49,15 @@ def test_a_task_crosses_as_a_config_record(names):
     assert records.record_to_task(records.task_to_record(task)) == task
 
 
+def test_a_task_with_a_guide_crosses_with_its_tensors():
+    guide = {"a.weight": torch.randn(3, 2), "b.bias": torch.randn(2)}
+    task = ClientTask(client_id=7, round=3, seed=11, guide=guide)  # FwdLLM sends the previous global update
+    back = records.records_to_task(RecordDict(records.task_to_records(task)))
+    assert back == task and back.guide is not None and set(back.guide) == set(guide)
+    assert all(torch.equal(back.guide[k], guide[k]) for k in guide)
+    assert records.records_to_task(RecordDict(records.task_to_records(ClientTask(1, 1, 0)))).guide is None
+
+
 def test_a_result_with_jvps_metrics_and_state_crosses_exactly():
     jvps = [[0.1234567890123, -2.5], [3e-7, 1.0], []]
     result = ClientResult(4, 37, {"w": torch.randn(2, 3)}, {"loss": 0.75, "steps": 12, "nan": float("nan")}, 96, jvps=jvps)

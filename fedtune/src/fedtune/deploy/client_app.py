@@ -66,7 +66,7 @@ def partitions_content(context: Context) -> RecordDict:
 
 def train_content(load: Callable[[Context], Experiment], content: RecordDict, context: Context) -> RecordDict:
     """The reply to ``train``: the task run on this process's worker, or why it was refused."""
-    task = records.record_to_task(content[records.TASK])
+    task = records.records_to_task(content)
     held = node_partitions(context)
     if task.client_id not in held:
         why = f"this SuperNode holds partitions {held}, not {task.client_id}"

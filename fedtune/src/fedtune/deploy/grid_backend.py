@@ -98,7 +98,7 @@ class GridBackend(Backend):
             if node is None:
                 runs[index] = _failed(task, f"no SuperNode holds partition {task.client_id}")
                 continue
-            content = RecordDict({records.TASK: records.task_to_record(task), records.GLOBAL: arrays})
+            content = RecordDict({**records.task_to_records(task), records.GLOBAL: arrays})
             for key, record in records.state_to_records(states.get(task.client_id)).items():
                 content[key] = record
             message = Message(content, dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(task.round))

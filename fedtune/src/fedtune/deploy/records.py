@@ -28,6 +28,7 @@ from fedtune.engine.worker import ClientFailure, ClientRun
 from fedtune.models.base import State
 
 TASK = "fedtune.task"
+GUIDE = "fedtune.task.guide"  # a task's guide tensors (FwdLLM's previous global update)
 GLOBAL = "fedtune.global"
 RESULT = "fedtune.result"
 TENSORS = "fedtune.tensors"
@@ -74,11 +75,26 @@ def task_to_record(task: ClientTask) -> ConfigRecord:
     return ConfigRecord(fields)
 
 
-def record_to_task(record: ConfigRecord) -> ClientTask:
+def record_to_task(record: ConfigRecord, guide: State | None = None) -> ClientTask:
     names = None
     if "no_tensors" in record:
         names = () if record["no_tensors"] else tuple(record["tensor_names"])
-    return ClientTask(client_id=int(record["client_id"]), round=int(record["round"]), seed=int(record["seed"]), tensor_names=names)
+    return ClientTask(
+        client_id=int(record["client_id"]), round=int(record["round"]), seed=int(record["seed"]), tensor_names=names, guide=guide
+    )
+
+
+def task_to_records(task: ClientTask) -> dict[str, ConfigRecord | ArrayRecord]:
+    """A whole task: its fields, and its guide tensors when it has any."""
+    out: dict[str, ConfigRecord | ArrayRecord] = {TASK: task_to_record(task)}
+    if task.guide is not None:
+        out[GUIDE] = state_to_record(task.guide)
+    return out
+
+
+def records_to_task(content: RecordDict, device: torch.device | str = "cpu") -> ClientTask:
+    guide = record_to_state(content[GUIDE], device) if GUIDE in content else None
+    return record_to_task(content[TASK], guide)
 
 
 def _metric_value(name: str, value: Any) -> int | float:
