@@ -172,12 +172,12 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
                                  agent_id=rp.agent_id, agent_name=rp.agent_name,
                                  topic_id=rp.topic_id, **version))
         seq += 1
+    participant.next_seq = seq
+    participant.next_turn = turn + 1
     if event_rows:
         db.execute(insert(EventRow.__table__), event_rows)
     if messages or bots:
         db.execute(insert(Message.__table__), messages + bots)
-    participant.next_seq = seq
-    participant.next_turn = turn + 1
     return [SimpleNamespace(**row) for row in bots]
 
 
@@ -319,8 +319,8 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
                "confidence": data.get("confidence"),
                **{f"q_{part}": quality.get(part) for part in QUALITY_PARTS}}
         try:
-            bot_messages = _append(db, participant, turn, list(replies), list(events), now,
-                                   first=own)
+            # everything is computed before the first write: on SQLite the write lock is
+            # held from the first INSERT to the commit, so that span is only statements
             participant.state_json = new_state.to_json()
             participant.active_s, participant.last_active_at = active, now
             if new_state.finished:
@@ -329,6 +329,8 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
                 if not survey.post_survey:
                     participant.completed_at = now
                     participant.completion_code = completion_code()
+            bot_messages = _append(db, participant, turn, list(replies), list(events), now,
+                                   first=own)
             db.commit()
         except (IntegrityError, StaleDataError):
             db.rollback()  # a concurrent request won the race: look again
