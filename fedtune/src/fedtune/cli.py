@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedtune.config import ConfigError, load_experiment
+from fedtune.data.partition import PARTITIONERS
 from fedtune.deploy.cli import flower_app
 from fedtune.measure.cli import bench_app
 from fedtune.registry import UnknownNameError
@@ -167,7 +168,7 @@ def datasets_list() -> None:
 @friendly_errors
 def datasets_show(
     name: Annotated[str, typer.Argument(help="dataset name, e.g. mnist")],
-    partition: Annotated[str, typer.Option(help="iid, dirichlet or natural")] = "iid",
+    partition: Annotated[str, typer.Option(help=f"how examples are split: {', '.join(PARTITIONERS.names())}")] = "iid",
     alpha: Annotated[float, typer.Option(help="Dirichlet α (dirichlet partition)")] = 0.5,
     clients: Annotated[int, typer.Option(help="number of clients (iid and dirichlet)")] = 10,
     seed: Annotated[int, typer.Option(help="partition seed")] = 0,
