@@ -256,9 +256,10 @@ def run_experiment(
     from fedtune.report.tracking import open_trackers
 
     run = Run(exp, fed)  # builds everything, and starts the backend, before a single file is written
-    trackers = open_trackers(exp)  # [log]: a missing package is one line here
     run.start()
+    trackers = []
     try:
+        trackers = open_trackers(exp)  # [log]: a missing package is one line here
         metrics = _run_rounds(run, exp, resume, overwrite, progress, extended_from, trackers)
     finally:
         run.close()
