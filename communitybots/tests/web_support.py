@@ -28,9 +28,10 @@ PG_SKIP = "COMMUNITYBOTS_TEST_POSTGRES_URL is not set (communitybots/ci/services
 def reset_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
-        # connections left by an earlier, interrupted run would block the DROP
+        # connections left by an earlier, interrupted run would block the DROP; only our own
+        # role's: autovacuum workers in the database belong to the superuser and may not be ended
         conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+                          "WHERE datname = current_database() AND usename = current_user AND pid <> pg_backend_pid()"))
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
