@@ -15,9 +15,9 @@ from fedtune.engine import run_experiment
     ("overrides", "message"),
     [
         ({"backend": {"name": "inprocess", "num_actors": 2}}, "backend: num_actors applies to the ray backend only"),
-        ({"backend": "spark"}, "backend.name: unknown backend 'spark'"),
+        ({"backend": "spark"}, "backend.name: unknown backend 'spark'; choose one of: flower, inprocess, ray"),
         ({"client_state": "disk"}, "client_state: algorithm 'fedavg' keeps no client state"),
-        ({"client_state": "cloud", "algorithm": {"name": "test-visits"}}, "client_state: unknown store 'cloud'"),
+        ({"client_state": "cloud", "algorithm": {"name": "test-visits"}}, "client_state: unknown client-state store 'cloud'; choose one of: disk, memory"),
         ({"device": "gpu"}, "device: String should match pattern"),
     ],
 )

@@ -206,8 +206,13 @@ def validate_components(exp: Experiment) -> None:
     ``Params`` model, the ``[server]`` table by the server optimizer's ``Params``, and an
     algorithm that declares ``server_optimizers`` refuses any other server optimizer.
     """
+    # the engine imports this module, so its registries are looked up here, not at the top
+    from fedtune.engine.backend import BACKENDS
+    from fedtune.engine.client_state import CLIENT_STATE_STORES
+
     lookups = (("data.name", DATASETS, exp.data.name), ("model.name", MODELS, exp.model.name),
-               ("algorithm.name", ALGORITHMS, exp.algorithm.name), ("server.name", SERVER_OPTIMIZERS, exp.server.name))
+               ("algorithm.name", ALGORITHMS, exp.algorithm.name), ("server.name", SERVER_OPTIMIZERS, exp.server.name),
+               ("backend.name", BACKENDS, exp.backend.name), ("client_state", CLIENT_STATE_STORES, exp.client_state))
     for field, registry, name in lookups:
         try:
             registry.get(name)
@@ -226,23 +231,10 @@ def validate_components(exp: Experiment) -> None:
             f"server.name: algorithm {exp.algorithm.name!r} works only with the server optimizer "
             f"{' or '.join(map(repr, allowed))}; set server.name = \"{allowed[0]}\" (got {exp.server.name!r})"
         )
-    _validate_engine(exp)
+    if exp.client_state != "memory" and not algorithm.Client.stateful:
+        raise ConfigError(f"client_state: algorithm {exp.algorithm.name!r} keeps no client state; remove the setting")
     if exp.clients_per_round > exp.data.num_clients and exp.data.partition != "natural":
         raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
-
-
-def _validate_engine(exp: Experiment) -> None:
-    """Backend and client-state store names, against the engine's registries."""
-    from fedtune.algorithms import ALGORITHMS
-    from fedtune.engine.backend import BACKENDS
-    from fedtune.engine.client_state import CLIENT_STATE_STORES
-
-    if exp.backend.name not in BACKENDS:
-        raise ConfigError(f"backend.name: unknown backend {exp.backend.name!r}; choose one of: {', '.join(BACKENDS.names())}")
-    if exp.client_state not in CLIENT_STATE_STORES:
-        raise ConfigError(f"client_state: unknown store {exp.client_state!r}; choose one of: {', '.join(CLIENT_STATE_STORES.names())}")
-    if exp.client_state != "memory" and not ALGORITHMS.get(exp.algorithm.name).Client.stateful:
-        raise ConfigError(f"client_state: algorithm {exp.algorithm.name!r} keeps no client state; remove the setting")
 
 
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Experiment:

@@ -35,7 +35,7 @@ from fedtune.engine.client_state import CLIENT_STATE_STORES
 from fedtune.engine.devices import resolve_device
 from fedtune.engine.federation import Federation
 from fedtune.engine.sampling import sample_clients
-from fedtune.engine.worker import ClientWorker, build_client
+from fedtune.engine.worker import ClientWorker
 from fedtune.errors import ConfigError, RunError
 from fedtune.models import build_model
 from fedtune.models.base import State, get_trainable
@@ -88,7 +88,7 @@ class Run:
         self.global_state: State = get_trainable(self.model)
         self.client_states = CLIENT_STATE_STORES.get(exp.client_state)(exp.run_dir())
         self.stateful = algo_cls.Client.stateful
-        self.worker = ClientWorker(build_client(exp), self.model, self.federation, self.device)
+        self.worker = ClientWorker(self.algorithm.client(), self.model, self.federation, self.device)
         self.backend: Backend | None = None  # started by start(), after the run folder exists
 
     def start(self) -> None:
