@@ -78,12 +78,16 @@ def load(db: Session, survey_pk: int | None = None, *,
     """Read the study's tables (optionally one survey version) into ``StudyData``;
     participants a researcher excluded (e.g. a flood from one address) are left out
     unless ``include_excluded``, and so are participants whose condition was forced by
-    the link (``/?condition=single``: not randomized) unless ``include_link``."""
+    the link (``/?condition=single``: not randomized) unless ``include_link``.
+    Wizard-of-Oz participants (condition ``wizard``) are never loaded: a researcher, not
+    the CTM, answered them."""
     pq = select(Participant)
     if not include_excluded:
         pq = pq.where(Participant.excluded_at.is_(None))
     if not include_link:
         pq = pq.where(Participant.assignment != "link")
+    # the wizard condition (a researcher answering) is not part of the comparison
+    pq = pq.where(Participant.condition.in_(CONDITIONS))
     if survey_pk is not None:
         pq = pq.where(Participant.survey_pk == survey_pk)
     participants = db.scalars(pq.order_by(Participant.id)).all()

@@ -20,6 +20,8 @@ admin_sessions  researcher login sessions (hashes of the cookie tokens)
 admin_devices   browsers a researcher logged in from (hashes of the device cookies)
 throttle        counters shared by all server processes: failed logins per address,
                 account and device, consents per address (rows expire after a day)
+wizard_claims   which researcher answers a wizard conversation (one row per
+                conversation: the primary key lets only one operator hold it)
 
 A participant's messages and events share one sequence counter (``seq``) so a
 transcript replays in the exact order things happened. A participant message carries
@@ -115,6 +117,9 @@ class Participant(Base):
     #: excluded from the analysis (dashboard, summary) by a researcher, with the reason
     excluded_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     exclusion_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: wizard condition: the CTM's suggestion for the last participant message, not yet
+    #: committed (its state, replies and events; ``answered`` once an operator replied)
+    wizard_pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     # optimistic locking: an UPDATE whose version moved on raises StaleDataError
     __mapper_args__ = {"version_id_col": version}
@@ -152,6 +157,12 @@ class Message(Base):
     q_gibberish: Mapped[float | None] = mapped_column(Float, nullable=True)
     q_overall: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    #: wizard condition: the researcher who wrote this bot turn (name kept if the account
+    #: goes) and what the CTM would have said instead
+    operator_id: Mapped[int | None] = mapped_column(
+        ForeignKey("admins.id", ondelete="SET NULL"), nullable=True)
+    operator_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    suggestion: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class EventRow(Base):
@@ -198,6 +209,8 @@ class Admin(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    #: last request of the operator console: a researcher seen lately counts as online
+    wizard_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class AdminSession(Base):
@@ -239,6 +252,21 @@ class ThrottleRow(Base):
     last_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
     blocked_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     tag: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class WizardClaim(Base):
+    """The operator answering a wizard conversation until ``expires_at`` (the console
+    renews it while open). One row per conversation: a second operator's claim fails on
+    the primary key, or on the conditional UPDATE while the claim is live."""
+
+    __tablename__ = "wizard_claims"
+
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id", ondelete="CASCADE"),
+                                          index=True)
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

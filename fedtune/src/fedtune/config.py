@@ -161,6 +161,10 @@ class Experiment(Strict):
     failures: FailureConfig = Field(default_factory=FailureConfig)
     drift: DriftConfig | None = Field(None, description="concept drift applied to clients' data by round (Flash)")
     log: LogConfig = Field(default_factory=LogConfig, description="experiment tracking: TensorBoard, MLflow")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules (or .py files) imported before the names are checked: your own algorithms, server optimizers, datasets, models",
+    )
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -237,8 +241,30 @@ def validate_components(exp: Experiment) -> None:
         raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
 
 
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None) -> Experiment:
-    """Read, override and validate an experiment; raise :class:`ConfigError` with one line."""
+def _load_plugins(raw: dict, extra: list[str], base: Path | None) -> None:
+    """Import the experiment's plugins (paths relative to ``base``, its folder) and
+    ``extra`` (``--plugin``, relative to the current folder) before anything is validated,
+    recording each as :func:`~fedtune.plugins.resolve_plugin` resolves it."""
+    from fedtune.plugins import load_plugins, resolve_plugin
+
+    declared = raw.get("plugins", [])
+    if not isinstance(declared, list) or not all(isinstance(p, str) for p in declared):
+        raise ConfigError('plugins: expected a list of module names or .py paths, e.g. plugins = ["myfl"]')
+    specs = [resolve_plugin(p, base) for p in declared] + [resolve_plugin(p, Path.cwd()) for p in extra]
+    specs = list(dict.fromkeys(specs))  # in order, each once
+    load_plugins(specs, base)
+    if specs:
+        raw["plugins"] = specs
+
+
+def load_experiment(
+    path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None, plugins: list[str] | None = None
+) -> Experiment:
+    """Read, override and validate an experiment; raise :class:`ConfigError` with one line.
+
+    ``plugins``: more plugins to import (``fedtune run --plugin``), added to the
+    experiment's ``plugins`` list; all of them are imported before any name is checked.
+    """
     if raw is None:
         path = Path(path)  # type: ignore[arg-type]
         if not path.is_file():
@@ -248,6 +274,7 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: invalid TOML: {err}") from None
     raw = apply_overrides(raw, overrides or [])
+    _load_plugins(raw, plugins or [], Path(path).resolve().parent if path is not None else None)
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:

@@ -1,7 +1,7 @@
 """The FastAPI application: ``create_app(survey, settings)``.
 
 One router per area (``routers/participant.py``, ``routers/admin.py``,
-``routers/export.py``); the database session, the participant and the researcher
+``routers/export.py``, ``routers/wizard.py``); the database session, the participant and the researcher
 come from the dependencies of ``deps.py``. At creation the app opens the database,
 runs the Alembic migrations and records the survey specification.
 """
@@ -23,7 +23,7 @@ from communitybots.store import make_engine, migrate, session_factory
 from .conversation import TurnError
 from .deps import CSRFError, NoSession, NotAuthenticated
 from .inputs import InputError
-from .routers import admin, export, participant
+from .routers import admin, export, participant, wizard
 from .security import CSRF_COOKIE, expected_csrf, new_token
 from .settings import Settings
 from .study import Study, register_survey
@@ -190,6 +190,7 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
     app.include_router(participant.router)
     app.include_router(admin.router)
     app.include_router(export.router)
+    app.include_router(wizard.router)
     # the last added runs first: the security headers go on every answer, the 413 too
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(BrowserMiddleware, secure=settings.secure_cookies)

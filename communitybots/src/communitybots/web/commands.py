@@ -47,6 +47,9 @@ def serve(
         help="the study's quota: consent closes after this many participants")] = None,
     session_idle_minutes: Annotated[float, typer.Option(
         help="a participant session with no message for this long ends")] = 120.0,
+    wizard_fallback_s: Annotated[float | None, typer.Option(
+        help="wizard condition: the CTM answers a message no researcher answered for "
+             "this many seconds (default: wait for a researcher)")] = None,
     max_body_kib: Annotated[int, typer.Option(
         help="largest request body accepted, in KiB (refused while reading)")] = 256,
     workers: Annotated[int | None, typer.Option(
@@ -64,6 +67,10 @@ def serve(
     except SpecError as err:
         typer.echo(f"error: {survey}: {err}", err=True)
         raise typer.Exit(1) from None
+    if wizard_fallback_s is not None and wizard_fallback_s <= 0:
+        typer.echo(f"error: --wizard-fallback-s must be > 0 seconds (leave it out to wait "
+                   f"for a researcher), got {wizard_fallback_s:g}", err=True)
+        raise typer.Exit(2)
     workers = workers or default_workers()
     engine = make_engine(database_url)
     migrate(engine)  # once, before any worker starts
@@ -73,6 +80,7 @@ def serve(
         "max_message_chars": max_message_chars, "rate_limit_messages": rate_limit,
         "secure_cookies": secure_cookies, "consents_per_address": consents_per_address,
         "max_participants": max_participants, "session_idle_minutes": session_idle_minutes,
+        "wizard_fallback_s": wizard_fallback_s,
         "max_body_bytes": max_body_kib * 1024})
     typer.echo(f"CommunityBots: participants http://{host}:{port}/ · researchers "
                f"http://{host}:{port}/admin · database {_redact(database_url)} · "

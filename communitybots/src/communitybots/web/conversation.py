@@ -39,7 +39,7 @@ from communitybots.store import QUALITY_PARTS, EventRow, Message, Participant, u
 
 from .inputs import text_problem
 from .security import completion_code, new_token, token_hash
-from .settings import CONDITIONS, Settings
+from .settings import CONDITIONS, LINK_CONDITIONS, Settings
 from .study import Study
 
 SKIP_TEXT = "Skip topic"  # the NLU rules read it as a skip command
@@ -120,8 +120,9 @@ def reply_json(survey: Survey, message: Message | SimpleNamespace) -> dict[str, 
 def choose_condition(requested: str | None, rng: random.Random | None = None) -> tuple[str, str]:
     """(condition, how it was assigned): fixed by the link, else drawn at random."""
     if requested:
-        if requested not in CONDITIONS:
-            raise TurnError(400, f"unknown condition {requested!r}; use one of {', '.join(CONDITIONS)}")
+        if requested not in LINK_CONDITIONS:
+            raise TurnError(400, f"unknown condition {requested!r}; use one of "
+                            f"{', '.join(LINK_CONDITIONS)}")
         return requested, "link"
     return (rng or random.SystemRandom()).choice(CONDITIONS), "random"
 

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 from communitybots.store import DEFAULT_DATABASE_URL
 
+#: the conditions drawn by the block randomization (compared on the dashboard)
 CONDITIONS: tuple[str, ...] = ("multi", "single")
+#: Wizard-of-Oz: the multi-agent page, answered by a signed-in researcher (link only)
+WIZARD = "wizard"
+#: the conditions a link may force (``/?condition=wizard``)
+LINK_CONDITIONS: tuple[str, ...] = (*CONDITIONS, WIZARD)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class Settings:
         migrate (bool): run Alembic migrations at start-up (default True).
         relevance (str | None): relevance backend of the NLU ("tfidf" | "embeddings" |
             "auto"); None keeps the survey's ``nlu.relevance`` (default None).
+        wizard_fallback_s (float | None): in the wizard condition, a participant message
+            that no operator answered for this many seconds, while no operator holds the
+            conversation, is answered by the CTM (default None: wait for an operator).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -52,6 +60,12 @@ class Settings:
     session_idle_minutes: float = 120.0
     migrate: bool = True
     relevance: str | None = None
+    wizard_fallback_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.wizard_fallback_s is not None and self.wizard_fallback_s <= 0:
+            raise ValueError(f"wizard_fallback_s must be > 0 seconds (or None to wait for "
+                             f"an operator), got {self.wizard_fallback_s}")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

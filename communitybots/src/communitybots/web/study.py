@@ -20,7 +20,7 @@ from communitybots.ctm import CTM
 from communitybots.spec import Survey, parse_survey, single_agent
 from communitybots.store import SurveyRow
 
-from .settings import CONDITIONS
+from .settings import CONDITIONS, LINK_CONDITIONS, WIZARD
 
 
 def spec_hash(survey: Survey) -> str:
@@ -52,10 +52,15 @@ def register_survey(db: Session, survey: Survey) -> int:
 
 
 def variant(survey: Survey, condition: str) -> Survey:
-    """The survey as one condition sees it: the team ("multi") or one persona ("single")."""
-    if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
-    return survey if condition == "multi" else single_agent(survey)
+    """The survey as one condition sees it: the team ("multi", and "wizard", where a
+    researcher speaks for it) or one persona ("single")."""
+    if condition not in LINK_CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; expected one of {LINK_CONDITIONS}")
+    return single_agent(survey) if condition == "single" else survey
+
+
+#: conditions that share another's engine: the wizard's suggestions are the team's CTM
+_SAME_ENGINE = {WIZARD: "multi"}
 
 
 class Study:
@@ -76,7 +81,7 @@ class Study:
 
     def engine(self, survey_pk: int, condition: str, db: Session | None) -> tuple[Survey, CTM]:
         """(the condition's survey, its CTM) for a participant's survey version."""
-        key = (survey_pk, condition)
+        key = (survey_pk, _SAME_ENGINE.get(condition, condition))
         found = self._engines.get(key)
         if found is not None:
             return found
@@ -91,6 +96,6 @@ class Study:
                         raise KeyError(f"survey {survey_pk} is not in the database")
                     base = parse_survey(row.spec_json)
                     self._surveys[survey_pk] = base
-                shown = variant(base, condition)
+                shown = variant(base, key[1])
                 self._engines[key] = (shown, CTM(shown, relevance=self.relevance))
             return self._engines[key]

@@ -2,7 +2,9 @@
 
 Rows name participants by their public id (never the internal key or the session
 token) and carry the condition and the survey version (label and content hash), so each
-file can be analysed on its own. Files stream
+file can be analysed on its own. In the wizard condition a bot message written by a
+researcher names them (``operator``) and carries the CTM's suggestion for the
+participant's last message beside it (``suggestion``: its replies and decisions). Files stream
 from the database in chunks, whatever the size of the study.
 """
 
@@ -43,12 +45,13 @@ TABLES: dict[str, tuple[list[str], Select[Any]]] = {
         ["participant", "condition", "survey_version", "survey_hash", "seq", "turn", "role",
          "agent_id", "agent_name",
          "topic_id", "kind", "text", "intent", "confidence"]
-        + [f"q_{p}" for p in QUALITY_PARTS] + ["created_at"],
+        + [f"q_{p}" for p in QUALITY_PARTS] + ["created_at", "operator", "suggestion"],
         select(Participant.public_id.label("participant"), Participant.condition,
                Message.survey_version, Message.survey_hash, Message.seq, Message.turn, Message.role, Message.agent_id,
                Message.agent_name, Message.topic_id, Message.kind, Message.text,
                Message.intent, Message.confidence,
-               *[getattr(Message, f"q_{p}") for p in QUALITY_PARTS], Message.created_at)
+               *[getattr(Message, f"q_{p}") for p in QUALITY_PARTS], Message.created_at,
+               Message.operator_name.label("operator"), Message.suggestion)
         .join(Participant, Participant.id == Message.participant_id)
         .order_by(Message.participant_id, Message.seq),
     ),
@@ -99,8 +102,9 @@ def _csv(columns: list[str], rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for i, row in enumerate(rows, 1):
-        if isinstance(row.get("data"), dict):
-            row["data"] = json.dumps(row["data"], ensure_ascii=False, sort_keys=True)
+        for key in ("data", "suggestion"):  # JSON columns: one cell of JSON text
+            if isinstance(row.get(key), dict):
+                row[key] = json.dumps(row[key], ensure_ascii=False, sort_keys=True)
         writer.writerow({k: _cell(v) for k, v in row.items()})
         if i % 500 == 0:
             yield buf.getvalue()

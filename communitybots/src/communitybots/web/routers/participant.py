@@ -15,7 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from communitybots.store import Answer, Participant, utcnow
 
 from .. import assignment as assignment_
-from .. import conversation
+from .. import conversation, wizard
 from ..conversation import ACTIVE_GAP_S
 from ..deps import (
     DB,
@@ -29,7 +29,7 @@ from ..deps import (
 )
 from ..inputs import text_problem
 from ..security import PARTICIPANT_COOKIE, completion_code
-from ..settings import CONDITIONS, Settings
+from ..settings import CONDITIONS, LINK_CONDITIONS, WIZARD, Settings
 from ..study import Study
 from ..templating import templates
 from ..throttle import Window, address_key
@@ -71,7 +71,7 @@ def _landing(request: Request, study: Study, status: int = 200,
 @router.get("/", response_class=HTMLResponse)
 def landing(request: Request, participant: OptionalParticipant, study: CurrentStudy,
             db: DB, settings: AppSettings, condition: str | None = None) -> Response:
-    fixed = condition if condition in CONDITIONS else None
+    fixed = condition if condition in LINK_CONDITIONS else None
     return _landing(request, study, condition=fixed,
                     bad_condition=bool(condition) and not fixed,
                     resume=_NEXT_PAGE[participant.status] if participant else None,
@@ -95,7 +95,7 @@ async def consent(request: Request, db: DB,
     form = await request.form()
     requested = form.get("condition")
     requested = requested if isinstance(requested, str) and requested else None
-    fixed = requested if requested in CONDITIONS else None
+    fixed = requested if requested in LINK_CONDITIONS else None
     if form.get("consent") != "yes":
         return _landing(request, study, 400, condition=fixed,
                         error="Please tick the consent box to take part.")
@@ -147,8 +147,9 @@ def send_message(body: MessageIn, participant: CurrentParticipant,
                  db: DB, study: CurrentStudy,
                  settings: AppSettings) -> dict[str, Any]:
     text = conversation.SKIP_TEXT if body.kind == "skip_button" else body.text
-    result = conversation.take_turn(db, study, settings, participant.id, body.client_id,
-                                    text, kind=body.kind)
+    # wizard: the message waits for the operator (the replies come by /api/wizard/updates)
+    take = wizard.take_turn if participant.condition == WIZARD else conversation.take_turn
+    result = take(db, study, settings, participant.id, body.client_id, text, kind=body.kind)
     return {"replies": result.replies, "cues": result.cues, "replayed": result.replayed}
 
 

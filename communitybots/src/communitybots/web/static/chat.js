@@ -26,6 +26,8 @@
   const maxChars = parseInt(root.dataset.maxChars, 10);
   const PENDING_KEY = "cb_pending";
   const REPLY_PAUSE_MS = 250;
+  const WIZARD_POLL_MS = 1000;
+  const wizardNote = document.getElementById("wizard-note");
 
   let agents = {};
   let busy = false;
@@ -213,6 +215,48 @@
   }
   input.addEventListener("input", updateCounter);
 
+  // wizard condition: the replies come from a person at the operator console, so the
+  // page asks for them every second instead of getting them with its own message
+  let nextSeq = 0;
+  const shown = new Set();
+
+  function drawWizard(status) {
+    const typingNow = status.waiting && status.operator_online;
+    if (!busy) {
+      typing.hidden = !typingNow;
+      const a = agents[currentAgent];
+      typingText.textContent = (a ? a.name : "The bot") + " is typing…";
+    }
+    wizardNote.hidden = !(status.waiting && !status.operator_online);
+    wizardNote.textContent = "The chatbots are busy right now, so the answer may take a while. " +
+      "Please keep this page open: " + (status.fallback_in_s !== null
+        ? "an answer comes in about " + Math.ceil(status.fallback_in_s) + " s."
+        : "you will get an answer as soon as they are back.");
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch("/api/wizard/updates?after=" + nextSeq, { credentials: "same-origin" });
+      if (response.status === 401) { window.location.href = "/"; return; }
+      if (response.ok) {
+        const body = await response.json();
+        for (const m of body.messages) {
+          nextSeq = Math.max(nextSeq, m.seq + 1);
+          if (shown.has(m.seq)) continue;
+          shown.add(m.seq);
+          bubble(m);
+          if (m.agent_id) currentAgent = m.agent_id;
+        }
+        drawWizard(body.wizard);
+        if (!busy) drawCues(body.cues);
+        if (body.cues.finished) { typing.hidden = true; wizardNote.hidden = true; return; }
+      }
+    } catch (err) {
+      // the network comes back: ask again
+    }
+    setTimeout(poll, WIZARD_POLL_MS);
+  }
+
   async function load() {
     const response = await fetch("/api/session", { credentials: "same-origin" });
     if (response.status === 401) { window.location.href = "/"; return; }
@@ -223,6 +267,8 @@
     for (const m of data.messages) {
       bubble(m);
       if (m.client_id) seen.add(m.client_id);
+      shown.add(m.seq);
+      nextSeq = Math.max(nextSeq, m.seq + 1);
     }
     currentAgent = data.cues.agent_id;
     drawCues(data.cues);
@@ -239,6 +285,7 @@
       }
     }
     if (!form.hidden) input.focus();
+    if (data.condition === "wizard" && !data.cues.finished) poll();
   }
 
   load().catch((err) => showError("Could not load the conversation: " + err.message));
