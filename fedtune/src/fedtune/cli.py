@@ -49,6 +49,11 @@ SetOption = Annotated[
     typer.Option("--set", "-s", help="override a field, e.g. --set algorithm.lr=0.1 --set data.alpha=0.3 (values are TOML)"),
 ]
 
+PluginOption = Annotated[
+    list[str] | None,
+    typer.Option("--plugin", "-p", help="import a module (or .py file) registering your own algorithms, server optimizers, datasets, models"),
+]
+
 
 def fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [extras] are not markup
@@ -84,6 +89,7 @@ def friendly_errors(fn: Callable) -> Callable:
 def run(
     experiment: Annotated[Path | None, typer.Argument(help="experiment TOML file")] = None,
     overrides: SetOption = None,
+    plugin: PluginOption = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: the experiment's output, else runs/<name>)")] = None,
     resume: Annotated[
         Path | None,
@@ -99,13 +105,13 @@ def run(
     from fedtune.report import rich_table, summarize
 
     if resume is not None:
-        if experiment is not None or out is not None or overwrite:
-            fail("--resume continues a run folder with its own config.toml; give no experiment file, --out or --overwrite")
+        if experiment is not None or out is not None or overwrite or plugin:
+            fail("--resume continues a run folder with its own config.toml (plugins included); give no experiment file, --out, --overwrite or --plugin")
         result = resume_experiment(resume, progress=not quiet, overrides=overrides or [])
     else:
         if experiment is None:
             fail("give an experiment TOML file, or --resume RUN_DIR")
-        exp = load_experiment(experiment, overrides or [])
+        exp = load_experiment(experiment, overrides or [], plugins=plugin)
         if out is not None:
             exp.output = str(out)
         result = run_experiment(exp, overwrite=overwrite, progress=not quiet)
@@ -119,6 +125,7 @@ def compare(
     experiments: Annotated[list[Path], typer.Argument(help="experiment TOML files to run on the same partition")],
     out: Annotated[Path, typer.Option(help="folder for the table, overlaid plots and each run's folder")] = Path("runs/compare"),
     overrides: SetOption = None,
+    plugin: PluginOption = None,
     overwrite: Annotated[bool, typer.Option(help="replace existing runs in the output folder")] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
     threads: ThreadsOption = None,
@@ -129,7 +136,7 @@ def compare(
     from fedtune.engine import run_experiment
     from fedtune.report import rich_table, write_comparison
 
-    exps = [load_experiment(path, overrides or []) for path in experiments]
+    exps = [load_experiment(path, overrides or [], plugins=plugin) for path in experiments]
     names = [e.name for e in exps]
     if len(set(names)) != len(names):
         fail(f"compare: experiment names must differ, got {names}")
@@ -148,11 +155,16 @@ def compare(
 
 
 @datasets_app.command("list")
-def datasets_list() -> None:
-    """The registered datasets (plus hf:<id-or-path> for Hugging Face datasets)."""
+@friendly_errors
+def datasets_list(plugin: PluginOption = None) -> None:
+    """The registered datasets, installed plugins' included (plus hf:<id-or-path> for Hugging Face datasets)."""
     from rich.table import Table
 
     from fedtune.data import DATASETS
+    from fedtune.plugins import load_entry_point_plugins, load_plugins
+
+    load_entry_point_plugins()
+    load_plugins(plugin or [])
 
     table = Table(title="datasets")
     table.add_column("name")
@@ -175,9 +187,14 @@ def datasets_show(
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="dataset option key=value (TOML value)")] = None,
     out: Annotated[Path, typer.Option(help="folder for the label-distribution plot")] = Path("runs/datasets"),
     max_rows: Annotated[int, typer.Option(help="clients shown in the table")] = 20,
+    plugin: PluginOption = None,
 ) -> None:
     """Per-client example counts of a partition, and a label-distribution plot."""
     from rich.table import Table
+
+    from fedtune.plugins import load_plugins
+
+    load_plugins(plugin or [])
 
     from fedtune.config import DataConfig, apply_overrides, format_validation_error
     from fedtune.data import load_federated

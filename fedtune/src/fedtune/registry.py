@@ -4,6 +4,10 @@ Besides plain names, a registry can resolve a *prefix*: ``hf:<id-or-path>`` name
 Hugging Face dataset or model, so the dataset and model registries hold a factory for
 the prefix and ``get("hf:bert-base-uncased")`` returns that factory's object for the
 rest of the name. Callers never look at the prefix themselves.
+
+Installed plugins (entry points of the ``fedtune.plugins`` group, :mod:`fedtune.plugins`)
+are imported the first time any registry is asked about a name it does not hold, so
+their names work everywhere a built-in name does.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from fedtune.errors import UnknownNameError
+from fedtune.plugins import load_entry_point_plugins
 
 T = TypeVar("T")
 
@@ -52,6 +57,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The object registered as ``name``, or made by the factory of its prefix."""
+        if name not in self._items and load_entry_point_plugins():
+            return self.get(name)  # an installed plugin may have registered it
         if name in self._items:
             return self._items[name]
         for prefix, (factory, _) in self._prefixes.items():
@@ -61,7 +68,7 @@ class Registry(Generic[T]):
 
     def unknown(self, name: str) -> str:
         """The one-line message for an unregistered ``name``: what to choose instead."""
-        choices = ", ".join([*sorted(self._items), *(usage for _, usage in self._prefixes.values())])
+        choices = ", ".join([*self.names(), *(usage for _, usage in self._prefixes.values())])
         return f"unknown {self.kind} {name!r}; choose one of: {choices}"
 
     def validator(self) -> Callable[[str], str]:
@@ -81,11 +88,14 @@ class Registry(Generic[T]):
         :meth:`get` may still refuse, e.g. ``hf:`` and a path that does not exist)."""
         if not isinstance(name, str):
             return False
+        if name not in self._items:
+            load_entry_point_plugins()
         return name in self._items or any(name.startswith(p) and len(name) > len(p) for p in self._prefixes)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())
 
     def names(self) -> list[str]:
-        """The plain registered names (prefixes aside), sorted."""
+        """The plain registered names (prefixes aside), sorted; installed plugins are among
+        them once any lookup has loaded them (:func:`fedtune.plugins.load_entry_point_plugins`)."""
         return sorted(self._items)

@@ -21,6 +21,7 @@ from fedtune.engine.devices import resolve_device
 from fedtune.engine.federation import Federation
 from fedtune.models import build_model
 from fedtune.models.base import State
+from fedtune.plugins import load_plugins
 from fedtune.seeding import seed_global_rng
 
 
@@ -76,6 +77,7 @@ class ClientWorker:
 
         ``client``: the client procedure to run (default: the experiment's algorithm's).
         """
+        load_plugins(exp.plugins)  # this process's registries need the experiment's plugins too
         device = resolve_device(exp.device)
         federation = Federation(exp)
         model = build_model(exp.model.name, federation.info, exp.model.options, exp.seed).to(device)

@@ -6,7 +6,9 @@ from fedtune.server.base import (
     FedAvgParams,
     ServerOptimizer,
     ServerParams,
+    State,
     new_optimizer,
+    to_cpu,
 )
 from fedtune.server.fedopt import FedAdagrad, FedAdam, FedOpt, FedOptParams, FedYogi
 from fedtune.server.flash import Flash, FlashParams
@@ -24,5 +26,7 @@ __all__ = [
     "FlashParams",
     "ServerOptimizer",
     "ServerParams",
+    "State",
     "new_optimizer",
+    "to_cpu",
 ]

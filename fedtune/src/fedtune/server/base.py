@@ -123,6 +123,8 @@ def new_optimizer(name: str, **kwargs: Any) -> ServerOptimizer:
     return SERVER_OPTIMIZERS.get(name)(**kwargs)
 
 
-def _to_cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def to_cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detached CPU copies of ``state``'s tensors: what a ``state_dict`` puts in a checkpoint
+    (so a run on a GPU resumes anywhere, and later steps cannot change the saved copy)."""
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 

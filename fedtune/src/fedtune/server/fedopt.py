@@ -27,7 +27,7 @@ from fedtune.server.base import (
     ServerOptimizer,
     ServerParams,
     State,
-    _to_cpu,
+    to_cpu,
 )
 
 _QUANTILE_SAMPLE = 1 << 20  # coordinates used for quantiles (a strided sample beyond this)
@@ -112,7 +112,7 @@ class FedOpt(ServerOptimizer):
         return dict(self._metrics)
 
     def state_dict(self) -> dict:
-        return {"m": _to_cpu(self.m), "v": _to_cpu(self.v), "t": self.t}
+        return {"m": to_cpu(self.m), "v": to_cpu(self.v), "t": self.t}
 
     def load_state_dict(self, state: dict) -> None:
         self.m, self.v, self.t = dict(state["m"]), dict(state["v"]), int(state["t"])

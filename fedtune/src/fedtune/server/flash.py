@@ -38,7 +38,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from fedtune.server.base import SERVER_OPTIMIZERS, Positive, State, _to_cpu
+from fedtune.server.base import SERVER_OPTIMIZERS, Positive, State, to_cpu
 from fedtune.server.fedopt import FedAdam, FedOptParams, lr_summary
 
 _STATE_DTYPE = torch.float64
@@ -133,7 +133,7 @@ class Flash(FedAdam):
         return out
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "d": _to_cpu(self.d)}
+        return {**super().state_dict(), "d": to_cpu(self.d)}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
