@@ -118,5 +118,6 @@ def test_personalized_figure_is_the_example_weighted_mean_and_restores_the_globa
     ]
     cfg = EvalConfig(finetune_epochs=1, finetune_lr=1e-3, personalized_clients=2)
     out = evaluation.personalized(model, state, 2, lambda cid: clients[cid], cfg, batch_size=4, seed=0, round=1)
-    assert out == {"personalized_accuracy": 0.75}  # (3·1 + 1·0) / 4, not (1 + 0) / 2
+    assert out["personalized_accuracy"] == 0.75  # (3·1 + 1·0) / 4, not (1 + 0) / 2
+    assert out["personalized_global_accuracy"] == 0.75 and out["personalized_harmed"] == 0.0  # lr 1e-3: no flip
     assert all(torch.equal(p, state[n]) for n, p in get_trainable(model).items())

@@ -237,6 +237,8 @@ def validate_components(exp: Experiment) -> None:
         )
     if exp.client_state != "memory" and not algorithm.Client.stateful:
         raise ConfigError(f"client_state: algorithm {exp.algorithm.name!r} keeps no client state; remove the setting")
+    if exp.eval.finetune_epochs > 0 and algorithm.Client.personalizes:
+        raise ConfigError(f"eval.finetune_epochs: algorithm {exp.algorithm.name!r} personalizes its own models; set it to 0")
     if exp.clients_per_round > exp.data.num_clients and exp.data.partition != "natural":
         raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
 

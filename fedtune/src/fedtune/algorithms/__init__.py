@@ -1,6 +1,17 @@
 """Federated algorithms, one per module, looked up by name in ``ALGORITHMS``."""
 
-from fedtune.algorithms import baffle, fedavg, fedfgd, fedmezo, fedprox, fedsgd, flash, fwdllm, spry  # noqa: F401  (registration)
+from fedtune.algorithms import (  # noqa: F401  (registration)
+    baffle,
+    fedavg,
+    fedfgd,
+    fedmezo,
+    fedprox,
+    fedsgd,
+    flash,
+    flow,
+    fwdllm,
+    spry,
+)
 from fedtune.algorithms.base import (
     ALGORITHMS,
     Algorithm,

@@ -172,9 +172,29 @@ class Client:
     """
 
     stateful: ClassVar[bool] = False  # True: fit reads and returns a ClientState
+    personalizes: ClassVar[bool] = False  # True: ``personalize`` gives the client's own model for evaluation
 
     def __init__(self, params: LocalParams) -> None:
         self.params = params
+
+    def prepare_model(self, model: nn.Module, info, seed: int) -> nn.Module:
+        """The model this method trains, built from the registry's ``model`` (Flow routes it)."""
+        return model
+
+    def global_model(self, model: nn.Module, global_state: State) -> nn.Module:
+        """The global model with the server's tensors (what the generalized figure measures)."""
+        set_trainable(model, global_state)
+        return model
+
+    def personalize(
+        self, model: nn.Module, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """Methods that personalize: the client's own model and per-client figures (e.g. Flow's routing).
+
+        Reads the client's stored ``state`` and never changes it; a client without one
+        first runs ``fit`` from the global model. Called only when ``personalizes``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no personalized model")
 
     def local_loss(self, global_state: State) -> LossFn:
         """The client's training objective; FedProx adds its proximal term here."""

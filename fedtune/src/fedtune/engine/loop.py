@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedtune.algorithms import ALGORITHMS, Algorithm, ClientResult
+from fedtune.algorithms import ALGORITHMS, Algorithm, ClientResult, ClientTask
 from fedtune.config import Experiment, load_experiment, parse_override
 from fedtune.data import FederatedDataset
 from fedtune.engine import evaluate as evaluation
@@ -39,6 +39,7 @@ from fedtune.engine.worker import ClientWorker
 from fedtune.errors import ConfigError, RunError
 from fedtune.models import build_model
 from fedtune.models.base import State, get_trainable
+from fedtune.seeding import seed_global_rng
 from fedtune.server import new_optimizer
 
 METRICS_FILE = "metrics.jsonl"
@@ -80,15 +81,17 @@ class Run:
             raise ConfigError(
                 f"clients_per_round: {exp.clients_per_round} exceeds the {self.federation.num_clients} clients of the partition"
             )
-        self.model = build_model(exp.model.name, self.federation.info, exp.model.options, exp.seed).to(self.device)
         algo_cls = ALGORITHMS.get(exp.algorithm.name)
         params = algo_cls.Params(**exp.algorithm.hyperparameters())
         self.algorithm: Algorithm = algo_cls(params, new_optimizer(exp.server.name, **exp.server.arguments()))
+        client = self.algorithm.client()
+        model = build_model(exp.model.name, self.federation.info, exp.model.options, exp.seed)
+        self.model = client.prepare_model(model, self.federation.info, exp.seed).to(self.device)
         self.algorithm.setup(self.model, self.federation.info)
         self.global_state: State = get_trainable(self.model)
         self.client_states = CLIENT_STATE_STORES.get(exp.client_state)(exp.run_dir())
         self.stateful = algo_cls.Client.stateful
-        self.worker = ClientWorker(self.algorithm.client(), self.model, self.federation, self.device)
+        self.worker = ClientWorker(client, self.model, self.federation, self.device)
         self.backend: Backend | None = None  # started by start(), after the run folder exists
 
     def start(self) -> None:
@@ -188,11 +191,13 @@ class Run:
         return {f"client_{k}": {str(r.client_id): r.metrics[k] for r in results if k in r.metrics} for k in keys}
 
     def evaluate(self, rnd: int) -> dict[str, float]:
-        out = evaluation.generalized(self.model, self.global_state, self.federation.test_examples(rnd).to(self.device), self.exp.eval)
-        if self.exp.eval.finetune_epochs > 0:
+        client = self.worker.client
+        model = client.global_model(self.model, self.global_state)
+        out = evaluation.generalized(model, self.global_state, self.federation.test_examples(rnd).to(self.device), self.exp.eval)
+        if self.exp.eval.finetune_epochs > 0 or client.personalizes:
             out.update(
                 evaluation.personalized(
-                    self.model,
+                    model,
                     self.global_state,
                     self.federation.num_clients,
                     lambda cid: self.federation.client_data(cid, rnd).to(self.device),
@@ -200,9 +205,23 @@ class Run:
                     self.algorithm.params.batch_size,
                     self.exp.seed,
                     rnd,
+                    self._personalize(rnd) if client.personalizes else None,
+                    client.global_model,
                 )
             )
         return out
+
+    def _personalize(self, rnd: int) -> evaluation.Personalize:
+        """A client's personalized model for evaluation, from its stored state (never changed)."""
+        client = self.worker.client
+
+        def personalize(cid: int, data):
+            state = self.client_states.load([cid])[cid] if self.stateful else None
+            task = ClientTask(client_id=cid, round=rnd, seed=self.exp.seed)
+            seed_global_rng(self.exp.seed, "client-rng", rnd, cid)
+            return client.personalize(self.model, self.global_state, data, task, state)
+
+        return personalize
 
     # -- persistence ---------------------------------------------------------------------
     def checkpoint(self, run_dir: Path, rnd: int) -> None:

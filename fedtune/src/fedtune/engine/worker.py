@@ -80,8 +80,9 @@ class ClientWorker:
         load_plugins(exp.plugins)  # this process's registries need the experiment's plugins too
         device = resolve_device(exp.device)
         federation = Federation(exp)
-        model = build_model(exp.model.name, federation.info, exp.model.options, exp.seed).to(device)
-        return cls(client or build_client(exp), model, federation, device)
+        client = client or build_client(exp)
+        model = client.prepare_model(build_model(exp.model.name, federation.info, exp.model.options, exp.seed), federation.info, exp.seed)
+        return cls(client, model.to(device), federation, device)
 
     def run(self, task: ClientTask, global_state: State, state: ClientState | None = None) -> ClientRun:
         start = time.perf_counter()

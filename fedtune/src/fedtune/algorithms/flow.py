@@ -1,0 +1,190 @@
+"""Flow: instance-level personalization by dynamic routing (Panchal et al., NeurIPS 2023).
+
+The model's routed layers each have a global and a local path, and a policy network
+gives every instance a 2-way gate per routed layer (:mod:`fedtune.models.routed`).
+A client's round (the paper's Algorithm 1):
+
+1. its training instances are split once, by a seeded permutation that depends on the
+   client alone (so the split is the same in every round), into ζ_l (a share
+   ``local_fraction``) and ζ_g (the rest);
+2. Phase A: E epochs on ζ_l training only the local path, in the pure local model;
+3. Phase B: E epochs on ζ_g; every batch makes one *policy step*, on the task loss of
+   the soft-routed model plus λ · the mean local-path probability (the routing
+   regularizer: an instance takes the local path only where that lowers the loss
+   enough), then one *global-path step* on the task loss of the pure global model.
+
+Each parameter group (global path with the layers that are not routed, local path,
+policy) has its own optimizer, so a group that is not being trained never moves — one
+momentum optimizer over all groups with ``requires_grad`` toggled would keep moving the
+"frozen" ones. Clients keep nothing between rounds: the server takes the
+example-weighted mean of global path, local path and policy and applies the server
+optimizer, so a client sampled for the first time personalizes from the averaged local
+path (``local_start = "averaged"``, the authors' choice); ``local_start = "global"``
+starts the local path from the global path instead, and then the local path is neither
+sent nor averaged.
+
+Evaluation routes hard (:func:`fedtune.models.routed.hard_route`); a client's
+personalized model is the routed model after its round's procedure.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from fedtune.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    Client,
+    ClientResult,
+    ClientState,
+    ClientTask,
+    LocalParams,
+    make_optimizer,
+)
+from fedtune.data.base import ClientData, DatasetInfo
+from fedtune.models.base import State, get_trainable, loss_fn, set_trainable, state_bytes
+from fedtune.models.routed import Routed, route, route_fractions
+from fedtune.seeding import torch_generator
+
+
+class FlowParams(LocalParams):
+    local_fraction: float = Field(0.5, gt=0, lt=1, description="share of a client's training instances in ζ_l (Phase A); the rest is ζ_g")
+    routing_lambda: float = Field(0.01, ge=0, description="λ: weight of the routing regularizer (mean local-path probability)")
+    local_lr: float | None = Field(None, gt=0, description="learning rate of the local path (None: lr)")
+    policy_lr: float | None = Field(None, gt=0, description="learning rate of the policy (None: lr)")
+    policy_hidden: int = Field(64, ge=1, description="hidden width of the policy network")
+    routed_layers: list[str] | None = Field(None, description="layers with a global and a local path (None: every layer with parameters)")
+    local_start: Literal["averaged", "global"] = Field("averaged", description="the local path starts each round from the server's average or from the global path")
+
+    @model_validator(mode="after")
+    def _no_early_stop(self) -> FlowParams:
+        if self.early_stop_gamma is not None:
+            raise ValueError("early_stop_gamma: flow runs fixed Phase A and Phase B epochs; remove it")
+        return self
+
+
+def split_instances(n: int, fraction: float, seed: int, client_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed split of a client's n training instances into (ζ_l, ζ_g) indices.
+
+    It depends on (seed, client) only, never on the round. Both parts are non-empty when n ≥ 2.
+    """
+    perm = torch.randperm(n, generator=torch_generator(seed, "flow-split", client_id))
+    k = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+    return perm[:k].sort().values, perm[k:].sort().values
+
+
+class FlowClient(Client):
+    """Phase A (local path on ζ_l), then Phase B (policy step + global-path step per batch on ζ_g)."""
+
+    params: FlowParams
+    personalizes: ClassVar[bool] = True
+
+    def prepare_model(self, model: nn.Module, info: DatasetInfo, seed: int) -> nn.Module:
+        p = self.params
+        return route(model, info, p.routed_layers, p.policy_hidden, seed)
+
+    def _optimizer(self, model: Routed, names: list[str], lr: float | None) -> torch.optim.Optimizer:
+        params = dict(model.named_parameters())
+        return make_optimizer([params[n] for n in names], self.params.model_copy(update={"lr": lr or self.params.lr}))
+
+    def fit(
+        self, model: Routed, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None = None
+    ) -> tuple[ClientResult, ClientState | None]:
+        p = self.params
+        set_trainable(model, global_state)
+        if p.local_start == "global":
+            model.copy_global_to_local()
+        groups = model.groups()
+        opt_local = self._optimizer(model, groups["local"], p.local_lr)
+        opt_policy = self._optimizer(model, groups["policy"], p.policy_lr)
+        opt_global = self._optimizer(model, groups["global"], p.lr)
+        local_idx, global_idx = split_instances(len(data.train), p.local_fraction, task.seed, task.client_id)
+        zeta_l, zeta_g = data.train.subset(local_idx), data.train.subset(global_idx)
+        model.train()
+        steps, sums = 0, {"loss_local": 0.0, "loss_policy": 0.0, "loss": 0.0, "route_local": 0.0}
+        counts = {"a": 0, "b": 0}
+
+        def step(optimizer: torch.optim.Optimizer, routing: str, batch, penalty: float = 0.0) -> tuple[float, float]:
+            model.routing = routing
+            model.zero_grad(set_to_none=True)
+            task_loss = loss_fn(model, batch)
+            loss = task_loss + penalty * model.routing_penalty() if penalty else task_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite {routing} loss ({loss.item()}) at local step {steps}")
+            loss.backward()
+            optimizer.step()
+            routed_local = model.last_probs[..., 1].mean().item() if model.last_probs is not None else 0.0
+            return task_loss.item(), routed_local
+
+        def capped() -> bool:
+            return p.max_steps is not None and steps >= p.max_steps
+
+        for epoch in range(p.local_epochs):  # Phase A
+            for batch in zeta_l.batches(p.batch_size, torch_generator(task.seed, "flow-a", task.round, task.client_id, epoch)):
+                if capped():
+                    break
+                sums["loss_local"] += step(opt_local, "local", batch)[0]
+                counts["a"] += 1
+                steps += 1
+        for epoch in range(p.local_epochs):  # Phase B
+            for batch in zeta_g.batches(p.batch_size, torch_generator(task.seed, "flow-b", task.round, task.client_id, epoch)):
+                if capped():
+                    break
+                policy_loss, routed_local = step(opt_policy, "soft", batch, p.routing_lambda)
+                sums["loss_policy"] += policy_loss
+                sums["route_local"] += routed_local
+                sums["loss"] += step(opt_global, "global", batch)[0]
+                counts["b"] += 1
+                steps += 2
+        model.zero_grad(set_to_none=True)
+        model.routing = None
+        sent = groups["global"] + groups["policy"] + (groups["local"] if p.local_start == "averaged" else [])
+        tensors = {k: v for k, v in get_trainable(model).items() if k in sent}
+        metrics = {
+            "loss": sums["loss"] / counts["b"] if counts["b"] else float("nan"),
+            "loss_local": sums["loss_local"] / counts["a"] if counts["a"] else float("nan"),
+            "loss_policy": sums["loss_policy"] / counts["b"] if counts["b"] else float("nan"),
+            "route_local": sums["route_local"] / counts["b"] if counts["b"] else float("nan"),
+            "steps": steps,
+        }
+        return ClientResult(task.client_id, len(data.train), tensors, metrics, state_bytes(tensors)), None
+
+    def global_model(self, model: Routed, global_state: State) -> nn.Module:
+        """The pure global path with the server's tensors."""
+        set_trainable(model, global_state)
+        model.routing = "global"
+        return model
+
+    def personalize(
+        self, model: Routed, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None
+    ) -> tuple[nn.Module, dict[str, float]]:
+        """The routed model after the client's procedure, routed hard; and its routing on the test split."""
+        result, _ = self.fit(model, global_state, data, task, None)
+        set_trainable(model, result.tensors)
+        model.routing = None
+        return model, {f"route_local.{k}": v for k, v in route_fractions(model, data.test).items()}
+
+
+@ALGORITHMS.register("flow")
+class Flow(Algorithm):
+    """Flow's server: the example-weighted mean of every routed model tensor, then the server optimizer."""
+
+    name = "flow"
+    Params = FlowParams
+    Client = FlowClient
+
+    def setup(self, model: nn.Module, info) -> None:
+        groups = model.groups()
+        self.sent: tuple[str, ...] | None = None
+        if self.params.local_start == "global":  # the local path is neither sent nor averaged
+            self.sent = tuple(groups["global"] + groups["policy"])
+
+    def configure_round(self, round: int, sampled_client_ids: list[int], global_state: State, seed: int) -> dict[int, ClientTask]:
+        return {cid: ClientTask(client_id=cid, round=round, seed=seed, tensor_names=self.sent) for cid in sampled_client_ids}
+
+
+__all__ = ["Flow", "FlowClient", "FlowParams", "split_instances"]
