@@ -96,18 +96,33 @@ def run(
         typer.Option(help="continue the run in this folder from its newest checkpoint; --set rounds=N extends it to N rounds"),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run in the output folder")] = False,
+    seeds: Annotated[str | None, typer.Option(help="run once per seed, e.g. 0,1,2 or 0-4; a table of mean ± sd")] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(help="run a grid: --sweep algorithm.lr=0.01,0.03,0.1 (repeat for more keys); runs only what is missing"),
+    ] = None,
+    metric: Annotated[str, typer.Option(help="what picks the best setting of --seeds/--sweep: final_test_accuracy, best_test_accuracy, final_test_loss")] = "final_test_accuracy",
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """Run one experiment; writes config.toml, metrics.jsonl, checkpoints and report.md."""
+    """Run one experiment; writes config.toml, metrics.jsonl, checkpoints and report.md.
+
+    With --seeds or --sweep: one run per seed and setting, each in its own folder under
+    the run folder, and sweep.md with mean ± sd over seeds and the best setting.
+    """
     set_threads(threads)
     from fedtune.engine import resume_experiment, run_experiment
     from fedtune.report import rich_table, summarize
 
     if resume is not None:
-        if experiment is not None or out is not None or overwrite or plugin:
-            fail("--resume continues a run folder with its own config.toml (plugins included); give no experiment file, --out, --overwrite or --plugin")
+        if experiment is not None or out is not None or overwrite or plugin or seeds or sweep:
+            fail("--resume continues a run folder with its own config.toml (plugins included); give no experiment file, --out, --overwrite, --plugin, --seeds or --sweep")
         result = resume_experiment(resume, progress=not quiet, overrides=overrides or [])
+    elif seeds is not None or sweep:
+        if experiment is None:
+            fail("--seeds and --sweep need an experiment TOML file")
+        run_sweep(experiment, overrides or [], plugin or [], out, seeds, sweep or [], metric, overwrite, quiet)
+        return
     else:
         if experiment is None:
             fail("give an experiment TOML file, or --resume RUN_DIR")
@@ -117,6 +132,43 @@ def run(
         result = run_experiment(exp, overwrite=overwrite, progress=not quiet)
     console.print(rich_table([summarize(result.experiment.name, result.metrics)], title=str(result.run_dir)))
     console.print(f"report: {result.run_dir / 'report.md'}")
+
+
+def run_sweep(
+    experiment: Path, overrides: list[str], plugins: list[str], out: Path | None, seeds: str | None, sweep: list[str], metric: str, overwrite: bool, quiet: bool
+) -> None:
+    """``run --seeds/--sweep``: every missing run of the grid, then its table (:mod:`fedtune.sweep`)."""
+    from rich.table import Table
+
+    from fedtune import sweep as grids
+    from fedtune.engine import run_experiment
+
+    if metric not in grids.METRICS:
+        fail(f"--metric {metric!r}: choose one of {', '.join(grids.METRICS)}")
+    axes = [grids.parse_sweep(text) for text in sweep]
+    root, points = grids.grid(experiment, overrides, axes, grids.parse_seeds(seeds) if seeds is not None else None, out, plugins)
+    todo = iter(range(1, len(points) + 1))
+
+    def one(exp, how: str) -> list[dict]:
+        point = next(p for p in points if p.exp is exp)
+        console.print(f"[{next(todo)}] {grids.setting_label(point.setting)} seed {point.seed}: {how} -> {exp.run_dir()}", highlight=False)
+        return run_experiment(exp, resume=how == "resume", overwrite=how == "overwrite", progress=not quiet).metrics
+
+    results = grids.run_grid(points, one, overwrite)
+    done = sum(how == "done" for _, _, how in results)
+    rows, best = grids.summarize_grid([(p, m) for p, m, _ in results], metric)
+    path = grids.write_sweep(root, rows, best, metric)
+    headers, cells = grids.table_rows(rows)
+    table = Table(title=f"{points[0].exp.name}: {len(rows)} settings × {len(points) // len(rows)} seeds (mean ± sd)")
+    for h in headers:
+        table.add_column(h, justify="left" if h == "setting" else "right")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"ran {len(points) - done}, found {done} finished")
+    if best is not None:
+        console.print(f"best ({metric}): {best['setting']}", highlight=False)
+    console.print(f"table: {path}")
 
 
 @app.command()
