@@ -33,9 +33,8 @@ mental-health crisis or violence: acknowledged with care, never probed).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from communitybots.nlu import NLU, Analysis, Intent, normalize, words
 from communitybots.spec import Agent, Survey, Topic
@@ -156,20 +155,31 @@ class State:
         return done, len(self.topic_status)
 
     def to_json(self) -> dict:
-        """A JSON-serialisable dict (round-trips through :meth:`from_json`)."""
-        return copy.deepcopy(asdict(self))
+        """A JSON-serialisable dict (round-trips through :meth:`from_json`), sharing
+        nothing mutable with the state: one pass over the fields, each mapping copied
+        (their values are strings and numbers, so a copy of the mapping is a deep one)."""
+        return {name: dict(value) if isinstance(value, dict) else value
+                for name, value in self.__dict__.items()}
 
     @classmethod
     def from_json(cls, data: dict) -> State:
-        """Rebuild a state from :meth:`to_json` output (ValueError on unknown/missing keys)."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
+        """Rebuild a state from :meth:`to_json` output (ValueError on unknown/missing keys);
+        the state shares nothing mutable with ``data``."""
+        unknown = set(data) - _STATE_FIELDS
         if unknown:
             raise ValueError(f"unknown state fields: {sorted(unknown)}")
         try:
-            return cls(**copy.deepcopy(data))
+            return cls(**{name: dict(value) if isinstance(value, dict) else value
+                          for name, value in data.items()})
         except TypeError as err:
             raise ValueError(f"invalid state: {err}") from None
+
+    def copy(self) -> State:
+        """An independent copy (what ``step`` works on, so its input stays unchanged)."""
+        return State(**self.to_json())
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(State))
 
 
 class _Turn:
@@ -362,7 +372,7 @@ class CTM:
         """
         if not isinstance(message, str):
             raise TypeError(f"message must be str, got {type(message).__name__}")
-        turn = _Turn(self, State.from_json(state.to_json()), message)
+        turn = _Turn(self, state.copy(), message)
         s = turn.s
         topic = turn.topic
         analysis = self.nlu.analyze(message, s.pending_text, topic)
