@@ -213,7 +213,9 @@ def test_local_start_global_copies_the_global_path_and_sends_no_local_path():
 def test_flow_run_reports_personalized_figures_and_routing(make_experiment):
     exp = make_experiment(rounds=2, algorithm={"name": "flow", "local_epochs": 1, "batch_size": 16, "lr": 0.3},
                           eval={"every": 2, "personalized_clients": 3})
-    last = run_experiment(exp, report=False).metrics[-1]
+    run = run_experiment(exp)
+    last = run.metrics[-1]
+    assert (run.run_dir / "routing.png").is_file() and "routing.png" in (run.run_dir / "report.md").read_text()
     assert 0.0 <= last["personalized_harmed"] <= 1.0
     assert {"personalized_route_local.net.0", "personalized_route_local.net.2"} <= set(last)
     assert last["personalized_global_accuracy"] == pytest.approx(last["test_accuracy"], abs=0.5)

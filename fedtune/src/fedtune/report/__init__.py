@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 from fedtune.report.plots import CURVES, plot_curves
+from fedtune.report.routing import plot_routing
 from fedtune.report.summary import markdown_table, rich_table, summarize
 
 
 def write_run_report(run_dir: Path, exp, metrics: list[dict]) -> Path:
     """``report.md`` with the summary table and loss/accuracy plots of one run."""
     plots = [p for key in CURVES if (p := plot_curves({exp.name: metrics}, key, run_dir / f"{key}.png"))]
+    plots += [p for p in [plot_routing(metrics, run_dir / "routing.png")] if p is not None]
     lines = [
         f"# {exp.name}",
         "",

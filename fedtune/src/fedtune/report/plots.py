@@ -14,6 +14,7 @@ CURVES = {
     "test_loss": "test loss",
     "test_accuracy": "test accuracy",
     "personalized_accuracy": "personalized accuracy",
+    "personalized_harmed": "clients harmed (personalized below global)",
 }
 
 
@@ -40,6 +41,23 @@ def plot_curves(runs: dict[str, list[dict]], key: str, path: Path, title: str | 
     ax.grid(alpha=0.3)
     if len(runs) > 1:
         ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_lines(lines: dict[str, tuple[list[int], list[float]]], path: Path, ylabel: str, title: str) -> Path:
+    """Named (rounds, values) lines in one figure."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (x, y) in lines.items():
+        ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
