@@ -69,7 +69,7 @@ def test_compare_writes_table_and_plots(tmp_path):
     out = tmp_path / "cmp"
     result = runner.invoke(app, ["compare", str(a), str(b), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    rows = json.loads((out / "comparison.json").read_text())
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert [r["run"] for r in rows] == ["a", "b"]
     assert (out / "test_accuracy.png").exists()
     assert "| a |" in (out / "comparison.md").read_text()
@@ -134,3 +134,66 @@ def test_hub_id_without_network_is_one_line_exit_2(tmp_path, override, expected)
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
     assert "hf download" in lines[0] and '= "hf:DIR"' in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_compare_run_folders_names_overrides_and_targets(tmp_path):
+    a = write(tmp_path, "a", "fedavg")
+    assert runner.invoke(app, ["run", str(a), "--quiet"]).exit_code == 0
+    run_a = tmp_path / "runs" / "a"
+    before = (run_a / "metrics.jsonl").read_text()
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    def args(lr="1.0"):
+        return ["compare", str(run_a), str(a), str(a), "--name", "folder", "--name", "lr01", "--name", "lr1",
+                "--set-for", f"lr1:algorithm.lr={lr}", "--out", str(out), "--target", "0.2", "--quiet"]
+
+    result = runner.invoke(app, args())
+    assert result.exit_code == 0, result.output
+    assert (run_a / "metrics.jsonl").read_text() == before  # a run folder is read, not run again
+    assert "lr = 1.0" in (out / "lr1" / "config.toml").read_text() and "lr = 0.1" in (out / "lr01" / "config.toml").read_text()
+    table = json.loads((out / "comparison.json").read_text())
+    assert table["target"] == 0.2 and [r["run"] for r in table["rows"]] == ["folder", "lr01", "lr1"]
+    folder, lr01 = table["rows"][0], table["rows"][1]
+    assert {k: v for k, v in folder.items() if k != "run" and k != "wall_s" and k != "s_to_target"} == {
+        k: v for k, v in lr01.items() if k != "run" and k != "wall_s" and k != "s_to_target"}  # same run, same figures
+    assert "dirichlet partition (α 0.5)" in (out / "comparison.md").read_text()
+    assert (out / "notes.txt").read_text() == "mine"
+    # again: the finished runs are read back; another configuration in lr1 is refused, then replaced
+    again = runner.invoke(app, args())
+    assert again.exit_code == 0, again.output
+    changed = runner.invoke(app, args("0.5"))
+    assert changed.exit_code == 2 and "another configuration" in changed.output, changed.output
+    replaced = runner.invoke(app, [*args("0.5"), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert "lr = 0.5" in (out / "lr1" / "config.toml").read_text() and (out / "notes.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "compare: the runs' names must differ"),
+        (["--name", "x"], "--name: give one name per entry (2), got 1"),
+        (["--name", "x", "--name", "y", "--set-for", "z:rounds=1"], "--set-for z:...: no experiment named 'z'"),
+    ],
+)
+def test_compare_refuses_ambiguous_names(tmp_path, extra, message):
+    a = write(tmp_path, "a", "fedavg")
+    result = runner.invoke(app, ["compare", str(a), str(a), "--out", str(tmp_path / "cmp"), "--quiet", *extra])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_rounds_seconds_and_mb_to_target_by_hand():
+    from fedtune.report.summary import summarize
+
+    metrics = [
+        {"round": 1, "bytes_up": 1_000_000, "bytes_down": 2_000_000, "failures": [], "wall_s": 1.5},
+        {"round": 2, "bytes_up": 1_000_000, "bytes_down": 2_000_000, "failures": [], "wall_s": 2.0, "test_accuracy": 0.5},
+        {"round": 3, "bytes_up": 1_000_000, "bytes_down": 2_000_000, "failures": [], "wall_s": 1.0, "test_accuracy": 0.8},
+    ]
+    row = summarize("r", metrics, target=0.6)
+    assert (row["rounds_to_target"], row["s_to_target"], row["mb_to_target"]) == (3, 4.5, 9.0)
+    assert summarize("r", metrics, target=0.5)["rounds_to_target"] == 2
+    never = summarize("r", metrics, target=0.9)
+    assert never["rounds_to_target"] is None and never["mb_to_target"] is None

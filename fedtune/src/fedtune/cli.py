@@ -174,36 +174,100 @@ def run_sweep(
 @app.command()
 @friendly_errors
 def compare(
-    experiments: Annotated[list[Path], typer.Argument(help="experiment TOML files to run on the same partition")],
-    out: Annotated[Path, typer.Option(help="folder for the table, overlaid plots and each run's folder")] = Path("runs/compare"),
+    entries: Annotated[
+        list[Path], typer.Argument(help="experiment TOML files (run into --out/<name>) and run folders (read as they are)", metavar="EXPERIMENT_OR_RUN...")
+    ],
+    out: Annotated[Path, typer.Option(help="folder for the table, overlaid plots and each experiment's run folder")] = Path("runs/compare"),
     overrides: SetOption = None,
+    set_for: Annotated[
+        list[str] | None,
+        typer.Option("--set-for", help="override one experiment: --set-for NAME:algorithm.lr=0.1 (NAME as in the table)"),
+    ] = None,
+    name: Annotated[list[str] | None, typer.Option("--name", help="the runs' names in the table, one per entry, in order (for same-named experiments)")] = None,
     plugin: PluginOption = None,
-    overwrite: Annotated[bool, typer.Option(help="replace existing runs in the output folder")] = True,
+    target: Annotated[
+        float | None, typer.Option(help="test accuracy to reach: the table adds rounds, seconds and MB to reach it (default: 95 % of the lowest best accuracy)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace runs in --out/<name> that hold another configuration")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """Run several experiments on the same data partition; print and write one table."""
+    """Compare experiments on the same data partition; print and write one table and overlaid plots.
+
+    An experiment file runs into --out/<name> unless that folder already holds the same
+    run (then it is read back, or resumed if unfinished); a folder holding another
+    configuration is refused without --overwrite. --set applies to every experiment file
+    (run folders keep their config.toml). Nothing in --out is removed but the runs
+    --overwrite replaces.
+    """
     set_threads(threads)
     from fedtune.data import load_federated
     from fedtune.engine import run_experiment
+    from fedtune.engine.loop import CONFIG_FILE, METRICS_FILE, _read_metrics
     from fedtune.report import rich_table, write_comparison
+    from fedtune.sweep import Point, run_grid
 
-    exps = [load_experiment(path, overrides or [], plugins=plugin) for path in experiments]
-    names = [e.name for e in exps]
+    if name and len(name) != len(entries):
+        fail(f"--name: give one name per entry ({len(entries)}), got {len(name)}")
+    per: dict[str, list[str]] = {}
+    for text in set_for or []:
+        who, sep, override = text.partition(":")
+        if not sep or "=" not in override:
+            fail(f"--set-for {text!r}: expected NAME:key.sub=value")
+        per.setdefault(who, []).append(override)
+    loaded = []  # (name, experiment, run folder to read or None)
+    for i, path in enumerate(entries):
+        if path.is_dir():
+            if not (path / CONFIG_FILE).is_file() or not (path / METRICS_FILE).is_file():
+                fail(f"{path}: a folder, but not a fedtune run folder (no {CONFIG_FILE} and {METRICS_FILE})")
+            exp = load_experiment(path / CONFIG_FILE)
+            loaded.append((name[i] if name else exp.name, exp, path))
+        else:
+            exp = load_experiment(path, overrides or [], plugins=plugin)
+            label = name[i] if name else exp.name
+            if per.get(label):
+                exp = load_experiment(path, [*(overrides or []), *per[label]], plugins=plugin)
+            loaded.append((label, exp, None))
+    names = [label for label, _, _ in loaded]
     if len(set(names)) != len(names):
-        fail(f"compare: experiment names must differ, got {names}")
-    first = exps[0]
-    for e in exps[1:]:
+        fail(f"compare: the runs' names must differ, got {names}; name them with --name, once per entry")
+    for who in per:
+        if who not in names:
+            fail(f"--set-for {who}:...: no experiment named {who!r}; the names are {', '.join(names)}")
+        if next(folder for label, _, folder in loaded if label == who) is not None:
+            fail(f"--set-for {who}:...: {who} is a run folder; its config.toml is fixed")
+    first = loaded[0][1]
+    for label, e, _ in loaded[1:]:
         if e.data != first.data or e.seed != first.seed:
-            fail(f"compare: {e.name} uses another [data] table or seed than {first.name}; a comparison needs the same partition")
-    fed = load_federated(first.data, first.seed)
-    runs = {}
-    for e in exps:
-        e.output = str(out / e.name)
-        runs[e.name] = run_experiment(e, overwrite=overwrite, progress=not quiet, fed=fed).metrics
-    rows, path = write_comparison(out, runs)
-    console.print(rich_table(rows, title=f"{first.data.name}, {first.data.partition} partition"))
+            fail(f"compare: {label} uses another [data] table or seed than {names[0]}; a comparison needs the same partition")
+    points = []
+    for label, e, folder in loaded:
+        if folder is None:
+            e.output = str(out / label)
+            points.append(Point({}, e.seed, e))
+    fed = load_federated(first.data, first.seed) if points else None
+
+    def one(exp, how: str) -> list[dict]:
+        return run_experiment(exp, resume=how == "resume", overwrite=how == "overwrite", progress=not quiet, fed=fed).metrics
+
+    ran = {id(p.exp): metrics for p, metrics, _ in run_grid(points, one, overwrite)}  # every folder checked before the first run
+    runs = {label: (_read_metrics(folder / METRICS_FILE) if folder is not None else ran[id(e)]) for label, e, folder in loaded}
+    if target is None:
+        from fedtune.report.plots import series
+
+        bests = [max(acc) for m in runs.values() if (acc := series(m, "test_accuracy")[1])]
+        target = round(0.95 * min(bests), 4) if bests else None
+    title = describe_data(first)
+    rows, path = write_comparison(out, runs, target, title)
+    console.print(rich_table(rows, title=title + (f"; target accuracy {target:.4f}" if target is not None else "")))
     console.print(f"comparison: {path}")
+
+
+def describe_data(exp) -> str:
+    """``digits, dirichlet partition (α 0.5), 6 clients``: what a table or plot title names."""
+    data = exp.data
+    alpha = f" (α {data.alpha:g})" if data.partition == "dirichlet" else ""
+    return f"{data.name}, {data.partition} partition{alpha}, {data.num_clients} clients"
 
 
 @datasets_app.command("list")

@@ -33,13 +33,22 @@ def write_run_report(run_dir: Path, exp, metrics: list[dict]) -> Path:
     return path
 
 
-def write_comparison(out_dir: Path, runs: dict[str, list[dict]]) -> tuple[list[dict], Path]:
-    """Overlaid plots, ``comparison.md`` and ``comparison.json`` for several runs."""
+def write_comparison(
+    out_dir: Path, runs: dict[str, list[dict]], target: float | None = None, title: str | None = None
+) -> tuple[list[dict], Path]:
+    """Overlaid plots, ``comparison.md`` and ``comparison.json`` for several runs.
+
+    ``target``: a test accuracy; the table adds the rounds, seconds and MB communicated
+    each run took to reach it. Writes only these files (and the plots) in ``out_dir``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [summarize(name, metrics) for name, metrics in runs.items()]
-    plots = [p for key in CURVES if (p := plot_curves(runs, key, out_dir / f"{key}.png"))]
-    (out_dir / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
-    md = ["# Comparison", "", markdown_table(rows)] + [f"![{p.stem}]({p.name})" for p in plots]
+    rows = [summarize(name, metrics, target) for name, metrics in runs.items()]
+    plots = [p for key in CURVES if (p := plot_curves(runs, key, out_dir / f"{key}.png", title=title))]
+    (out_dir / "comparison.json").write_text(json.dumps({"target": target, "rows": rows}, indent=2) + "\n")
+    heading = ["# Comparison", ""] + ([title, ""] if title else [])
+    if target is not None:
+        heading += [f"Target: test accuracy {target:.4f} (rounds, seconds and MB sent both ways until the first evaluation reaching it).", ""]
+    md = heading + [markdown_table(rows)] + [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "comparison.md"
     path.write_text("\n".join(md) + "\n")
     return rows, path

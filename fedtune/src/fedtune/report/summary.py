@@ -12,13 +12,31 @@ COLUMNS = [
     ("final_test_loss", "test loss"),
     ("personalized_accuracy", "pers. acc"),
     ("mb_up_per_round", "MB up/rnd"),
+    ("rounds_to_target", "rounds to target"),
+    ("s_to_target", "s to target"),
+    ("mb_to_target", "MB to target"),
     ("failures", "failures"),
     ("wall_s", "wall s"),
 ]
 
 
-def summarize(name: str, metrics: list[dict]) -> dict:
-    """Headline numbers of one run's metrics."""
+def to_target(metrics: list[dict], target: float, key: str = "test_accuracy") -> dict:
+    """What it took to reach ``target`` (first evaluated round with ``key`` ≥ target):
+    that round, the seconds of all rounds up to it (``wall_s``), and the MB sent both ways
+    up to it (``bytes_up + bytes_down``); all None when the run never reached it."""
+    seconds = mb = 0.0
+    for m in metrics:
+        seconds += m.get("wall_s", 0.0)
+        mb += (m.get("bytes_up", 0) + m.get("bytes_down", 0)) / 1e6
+        value = m.get(key)
+        if isinstance(value, int | float) and value >= target:
+            return {"rounds_to_target": m["round"], "s_to_target": seconds, "mb_to_target": mb}
+    return {"rounds_to_target": None, "s_to_target": None, "mb_to_target": None}
+
+
+def summarize(name: str, metrics: list[dict], target: float | None = None) -> dict:
+    """Headline numbers of one run's metrics; with ``target`` (a test accuracy) also the
+    rounds, seconds and MB it took to reach it (:func:`to_target`)."""
     _, acc = series(metrics, "test_accuracy")
     _, loss = series(metrics, "test_loss")
     _, pers = series(metrics, "personalized_accuracy")
@@ -33,6 +51,7 @@ def summarize(name: str, metrics: list[dict]) -> dict:
         "mb_up_per_round": sum(m["bytes_up"] for m in metrics) / max(rounds, 1) / 1e6,
         "failures": sum(len(m["failures"]) for m in metrics),
         "wall_s": sum(m.get("wall_s", 0.0) for m in metrics),
+        **(to_target(metrics, target) if target is not None else {}),
     }
 
 
@@ -44,8 +63,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """The columns some row has a value for; the to-target columns whenever a target was
+    asked for (a run that never reached it shows –)."""
+    return [c for c in COLUMNS if any(r.get(c[0]) is not None or (c[0].endswith("_to_target") and c[0] in r) for r in rows)]
+
+
 def markdown_table(rows: list[dict]) -> str:
-    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    cols = _columns(rows)
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -54,7 +79,7 @@ def markdown_table(rows: list[dict]) -> str:
 def rich_table(rows: list[dict], title: str = "Results"):
     from rich.table import Table
 
-    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    cols = _columns(rows)
     table = Table(title=title)
     for key, header in cols:
         table.add_column(header, justify="left" if key == "run" else "right")
