@@ -11,9 +11,10 @@ import uuid
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
-from web_support import RICH, consent, csrf, log_in, make_admin, send
+from web_support import RICH, consent, csrf, log_in, send
 
 from communitybots.ctm import State
 from communitybots.store import (
@@ -39,11 +40,17 @@ def _admin_csrf(client: TestClient) -> str:
     return page.split('name="csrf-token" content="')[1].split('"')[0]
 
 
-def _operator(make_client: Any, name: str = "ada", create: bool = True,
+#: argon2id at its cheapest: the login checks it with the parameters stored in the hash,
+#: so the tests log in fast; the production hash is covered by the account tests
+_CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def _operator(make_client: Any, name: str = "ada",
               **settings: Any) -> tuple[TestClient, dict[str, str]]:
     client = make_client(**settings)
-    if create:
-        make_admin(client, name, PASSWORD)
+    with client.app.state.sessions() as db:  # type: ignore[attr-defined]
+        db.add(Admin(username=name, password_hash=_CHEAP.hash(PASSWORD)))
+        db.commit()
     log_in(client, name, PASSWORD)
     return client, {"X-CSRF-Token": _admin_csrf(client)}
 
@@ -186,6 +193,20 @@ def test_two_operators_cannot_answer_the_same_conversation(make_client) -> None:
     send(participant, RICH["dwelling"])
     ada, ada_h = _operator(make_client, "ada")
     bob, bob_h = _operator(make_client, "bob")  # another server process on the same database
+
+    # the console needs a researcher, and its moves the session's CSRF token
+    assert participant.get(f"/admin/wizard/{pid}", headers={"Accept": "text/html"},
+                           follow_redirects=False).status_code == 303
+    assert participant.get(f"/admin/wizard/{pid}/stream").status_code == 401
+    assert ada.post(f"/admin/wizard/{pid}/claim",
+                    headers={"X-CSRF-Token": csrf(ada)}).status_code == 403
+    assert ada.post(f"/admin/wizard/{pid}/claim").status_code == 403
+    assert _move(ada, ada_h, pid, expect=409, text="unclaimed")["error"] == \
+        "claim this conversation before answering it"
+    other = consent(make_client(), "multi")["participant"]
+    assert ada.get(f"/admin/wizard/{other}").status_code == 404  # not a wizard conversation
+    assert participant.get("/api/wizard/updates").status_code == 200
+    assert ada.get("/api/wizard/updates").status_code == 401  # no participant session
     assert ada.post(f"/admin/wizard/{pid}/claim", headers=ada_h).status_code == 200
     refused = bob.post(f"/admin/wizard/{pid}/claim", headers=bob_h)
     assert refused.status_code == 409
@@ -206,6 +227,10 @@ def test_two_operators_cannot_answer_the_same_conversation(make_client) -> None:
         "bob is answering this conversation"
     assert ada.post(f"/admin/wizard/{pid}/release", headers=ada_h).status_code == 200  # not hers
     assert bob.post(f"/admin/wizard/{pid}/claim", headers=bob_h).status_code == 200  # still his
+    assert "agent_id: no agent 'nobody'" in _move(
+        bob, bob_h, pid, expect=400, text="x", agent_id="nobody")["error"]
+    assert _move(bob, bob_h, pid, expect=400, text="a\x00b")["error"].startswith(
+        "message contains a NUL character")
 
 
 def test_concurrent_claims_have_one_winner(make_client) -> None:
@@ -244,38 +269,10 @@ def test_concurrent_claims_have_one_winner(make_client) -> None:
         assert db.scalars(select(WizardClaim.admin_id)).all() == won
 
 
-def test_an_expired_login_mid_chat_loses_nothing(make_client) -> None:
-    participant = make_client()
-    pid = consent(participant, "wizard")["participant"]
-    send(participant, RICH["dwelling"])
-    operator, headers = _operator(make_client)
-    operator.post(f"/admin/wizard/{pid}/claim", headers=headers)
-    _move(operator, headers, pid, text="First question from me.")
-    with operator.app.state.sessions() as db:  # type: ignore[attr-defined]
-        db.execute(update(AdminSession).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
-        db.commit()
-    # the move in flight is refused, nothing stored; the claim stays with the account
-    response = operator.post(f"/admin/wizard/{pid}/moves", headers=headers, json={
-        "client_id": "move-7", "action": "say", "text": "Second question."})
-    assert response.status_code == 401
-    _p, before = _state(participant, pid)
-    # logging in again from the same browser (its stale cookie still sent) on the form
-    # the login page shows: a new session and a new CSRF token
-    login = operator.get("/admin/login").text
-    token = login.split('name="csrf-token" content="')[1].split('"')[0]
-    assert operator.post("/admin/login", data={
-        "csrf_token": token, "username": "ada", "password": PASSWORD, "next": "/admin"},
-        follow_redirects=False).status_code == 303
-    headers = {"X-CSRF-Token": _admin_csrf(operator)}
-    for _ in range(2):  # sent again (twice, a double click): stored once
-        _move(operator, headers, pid, client_id="move-7", text="Second question.")
-    texts = [m["text"] for m in _updates(participant)["messages"]]
-    assert texts[-2:] == ["First question from me.", "Second question."]
-    _p, after = _state(participant, pid)
-    assert after.pending_text == "Second question." and before.turns == after.turns
-
-
 def test_no_operator_online_then_the_ctm_answers_after_the_timeout(make_client) -> None:
+    """Nobody online: the participant is told; an operator's claim keeps the CTM out; once
+    released and past the timeout the CTM answers. Then the operator's login expires
+    mid-chat: the move in flight is refused, stored once when sent again."""
     participant = make_client(wizard_fallback_s=30.0)
     pid = consent(participant, "wizard")["participant"]
     send(participant, RICH["dwelling"])
@@ -312,25 +309,26 @@ def test_no_operator_online_then_the_ctm_answers_after_the_timeout(make_client) 
         assert db.scalar(select(func.count(EventRow.id)).where(
             EventRow.kind == "wizard_fallback")) == 1
 
-
-def test_the_console_needs_a_researcher_and_csrf(make_client) -> None:
-    participant = make_client()
-    pid = consent(participant, "wizard")["participant"]
-    other = consent(make_client(), "multi")["participant"]
-    # a participant's cookie opens nothing of the console
-    assert participant.get(f"/admin/wizard/{pid}", headers={"Accept": "text/html"},
-                           follow_redirects=False).status_code == 303
-    assert participant.get(f"/admin/wizard/{pid}/stream").status_code == 401
-    operator, headers = _operator(make_client)
-    assert operator.post(f"/admin/wizard/{pid}/claim",
-                         headers={"X-CSRF-Token": csrf(operator)}).status_code == 403
-    assert operator.post(f"/admin/wizard/{pid}/claim").status_code == 403
-    assert operator.get(f"/admin/wizard/{other}").status_code == 404  # not a wizard chat
-    _move(operator, headers, pid, expect=409, text="unclaimed")
-    operator.post(f"/admin/wizard/{pid}/claim", headers=headers)
-    assert "agent_id: no agent 'nobody'" in _move(
-        operator, headers, pid, expect=400, text="x", agent_id="nobody")["error"]
-    assert _move(operator, headers, pid, expect=400, text="a\x00b")["error"].startswith(
-        "message contains a NUL character")
-    # a multi-agent participant has no wizard updates
-    assert make_client().get("/api/wizard/updates").status_code == 401
+    # the operator's login expires with a move in flight: nothing is lost
+    assert operator.post(f"/admin/wizard/{pid}/claim", headers=headers).status_code == 200
+    with operator.app.state.sessions() as db:  # type: ignore[attr-defined]
+        db.execute(update(AdminSession).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+        db.commit()
+    response = operator.post(f"/admin/wizard/{pid}/moves", headers=headers, json={
+        "client_id": "move-7", "action": "say", "text": "What did you cook?"})
+    assert response.status_code == 401
+    # logging in again from the same browser (its stale cookie still sent) on the form
+    # the login page shows: a new session and a new CSRF token; the claim is the account's
+    login = operator.get("/admin/login").text
+    token = login.split('name="csrf-token" content="')[1].split('"')[0]
+    assert operator.post("/admin/login", data={
+        "csrf_token": token, "username": "ada", "password": PASSWORD, "next": "/admin"},
+        follow_redirects=False).status_code == 303
+    headers = {"X-CSRF-Token": _admin_csrf(operator)}
+    for _ in range(2):  # sent again (twice, a double click): stored once
+        _move(operator, headers, pid, client_id="move-7", text="What did you cook?")
+    texts = [m["text"] for m in _updates(participant)["messages"]]
+    assert texts[-2:] == ["Could you tell me more about that?", "What did you cook?"]
+    assert texts.count("What did you cook?") == 1
+    _p, stored = _state(participant, pid)
+    assert stored.pending_text == "What did you cook?"
