@@ -24,7 +24,7 @@ from fedtune.measure.cli import bench_app
 from fedtune.registry import UnknownNameError
 
 app = typer.Typer(
-    help="Federated finetuning research: Spry, Flash and their baselines.",
+    help="Federated finetuning research: Spry, Flash, Flow and their baselines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
