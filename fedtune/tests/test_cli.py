@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from fedtune.algorithms import ALGORITHMS
 from fedtune.cli import app
 
 runner = CliRunner()
@@ -92,7 +93,8 @@ def test_help_names_only_what_exists():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "Spry" in result.output and "Flash" in result.output
-    assert re.search(r"\bFlow\b", result.output) is None  # not built yet (Flower is)
+    assert re.search(r"\bFlow\b", result.output)  # built: algorithms/flow.py
+    assert ALGORITHMS.get("flow")
 
 
 @pytest.mark.parametrize(
