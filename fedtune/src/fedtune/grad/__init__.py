@@ -8,6 +8,7 @@ names to them, so a client procedure takes its estimator as a parameter.
 
 from fedtune.grad.backprop import backprop_gradient
 from fedtune.grad.estimators import ESTIMATORS, Estimator, register_estimator
+from fedtune.grad.exact_head import exact_head_gradient
 from fedtune.grad.forward import (
     DISTRIBUTIONS,
     Distribution,
@@ -41,6 +42,7 @@ __all__ = [
     "backprop_gradient",
     "central_difference",
     "dropout_disabled",
+    "exact_head_gradient",
     "forward_gradient",
     "fwdllm_gradient",
     "jvp",

@@ -220,6 +220,8 @@ def build_hf_model(
     target_modules: list[str] | None = None,
     lora_b_init_std: float = 0.0,
     train_head: bool | None = None,
+    train_adapters: bool = True,
+    head_init: str | None = None,
     dtype: str = "float32",
     attn_implementation: str = "eager",
 ) -> HFModel:
@@ -237,6 +239,12 @@ def build_hf_model(
             the start A's gradient is zero and a tangent on A only adds noise).
         train_head: train the task head; default True for classification, False for
             causal LMs (whose output layer is usually tied to the embeddings).
+        train_adapters: train the PEFT tensors; ``False`` freezes them at their
+            initialization (LoRA: B = 0, the pretrained model), so only the head trains:
+            a linear probe on the frozen features.
+        head_init: a fedtune checkpoint (``<run>/checkpoints/round_*.pt``, e.g. of a
+            linear-probe run) or a saved ``{name: tensor}`` dict whose head tensors
+            replace the new head's initialization (a warm head, :func:`load_head`).
         dtype: weight dtype, e.g. ``"float32"`` (default) or ``"bfloat16"``.
         attn_implementation: ``"eager"`` (default; forward-mode AD safe) or ``"sdpa"``.
     """
@@ -283,6 +291,11 @@ def build_hf_model(
     else:
         model.requires_grad_(True)
 
+    if not train_adapters:
+        if peft is None:
+            raise ValueError("train_adapters = false needs a peft method (without one every weight is trainable)")
+        for p in model.parameters():
+            p.requires_grad_(False)
     wrapped = HFModel(model, info.task, [], peft)
     base = wrapped._base()
     head_params = set()
@@ -291,8 +304,38 @@ def build_hf_model(
             p.requires_grad_(train_head)
             head_params.add(id(p))
     wrapped.head_names = [n for n, p in wrapped.named_parameters() if id(p) in head_params and p.requires_grad]
+    if head_init is not None:
+        load_head(wrapped, head_init)
     model.train()
     return wrapped
+
+
+def load_head(model: HFModel, path: str) -> None:
+    """Set ``model``'s head tensors from ``path`` (a fedtune checkpoint or a ``{name: tensor}`` file).
+
+    Loaded with ``weights_only=True``; every head tensor must be in the file with its
+    shape, else a one-line ``ConfigError`` naming ``model.options.head_init``.
+    """
+    from fedtune.errors import ConfigError
+
+    field = "model.options.head_init"
+    if not model.head_names:
+        raise ConfigError(f"{field}: this model has no trainable head to initialize")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as err:
+        raise ConfigError(f"{field}: cannot read {path} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    state = saved.get("global_state", saved) if isinstance(saved, dict) else None
+    params = dict(model.named_parameters())
+    missing = [n for n in model.head_names if not isinstance(state, dict) or n not in state]
+    if missing:
+        raise ConfigError(f"{field}: {path} holds no tensor {missing[0]!r}; give a checkpoint of a run of the same model and dataset")
+    for name in model.head_names:
+        if tuple(state[name].shape) != tuple(params[name].shape):
+            raise ConfigError(f"{field}: {name} has shape {tuple(state[name].shape)} in {path}, the model needs {tuple(params[name].shape)}")
+    with torch.no_grad():
+        for name in model.head_names:
+            params[name].copy_(state[name])
 
 
 @MODELS.register_prefix(hub.PREFIX, hub.USAGE)
