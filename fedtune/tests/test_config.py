@@ -251,3 +251,30 @@ def test_algorithm_refuses_a_server_optimizer_it_does_not_list(tmp_path, monkeyp
 def test_flash_without_the_flash_server_is_refused_at_validation(tmp_path):
     with pytest.raises(ConfigError, match=r"^server.name: algorithm 'flash' works only with the server optimizer 'flash'"):
         load_experiment(write(tmp_path, BASE.replace('name = "fedprox"\nmu = 0.1', 'name = "flash"')))
+
+
+def test_unset_removes_a_key_or_a_table(tmp_path):
+    path = write(tmp_path, BASE + "[drift]\nkind = \"label_swap\"\n")
+    exp = load_experiment(path, unset=["drift", "algorithm.mu", "server"])
+    assert exp.drift is None and "mu" not in exp.algorithm.hyperparameters()
+    assert exp.server.name == "fedavg" and exp.server.arguments() == {}
+    exp = load_experiment(path, ["algorithm.mu=0.5"], unset=["algorithm.mu"])  # unset first, then --set
+    assert exp.algorithm.hyperparameters()["mu"] == 0.5
+    for key in ["nothing", "algorithm.nothing", "data.name.x"]:
+        with pytest.raises(ConfigError, match=f"^--unset '{key}': the experiment sets no such key$"):
+            load_experiment(path, unset=[key])
+
+
+def test_validation_error_lists_every_problem(tmp_path):
+    path = write(tmp_path, BASE)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path, ["data.alpha=0", "rounds=0", "eval.bogus=1"])
+    message = str(err.value)
+    assert "\n" not in message
+    for field in ("rounds: ", "data.alpha: ", "eval.bogus: unknown key"):
+        assert field in message
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path, ["algorithm.lr=-1", "algorithm.mu=-1", "server.beta1=2", 'model.name="nope"'])
+    message = str(err.value)
+    for field in ("model.name: unknown model 'nope'", "algorithm.lr: ", "algorithm.mu: ", "server.beta1: "):
+        assert field in message

@@ -49,6 +49,11 @@ SetOption = Annotated[
     typer.Option("--set", "-s", help="override a field, e.g. --set algorithm.lr=0.1 --set data.alpha=0.3 (values are TOML)"),
 ]
 
+UnsetOption = Annotated[
+    list[str] | None,
+    typer.Option("--unset", help="remove a key or a whole table so its default applies, e.g. --unset drift --unset algorithm.mu"),
+]
+
 PluginOption = Annotated[
     list[str] | None,
     typer.Option("--plugin", "-p", help="import a module (or .py file) registering your own algorithms, server optimizers, datasets, models"),
@@ -89,6 +94,7 @@ def friendly_errors(fn: Callable) -> Callable:
 def run(
     experiment: Annotated[Path | None, typer.Argument(help="experiment TOML file")] = None,
     overrides: SetOption = None,
+    unset: UnsetOption = None,
     plugin: PluginOption = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: the experiment's output, else runs/<name>)")] = None,
     resume: Annotated[
@@ -115,18 +121,18 @@ def run(
     from fedtune.report import rich_table, summarize
 
     if resume is not None:
-        if experiment is not None or out is not None or overwrite or plugin or seeds or sweep:
-            fail("--resume continues a run folder with its own config.toml (plugins included); give no experiment file, --out, --overwrite, --plugin, --seeds or --sweep")
+        if experiment is not None or out is not None or overwrite or plugin or seeds or sweep or unset:
+            fail("--resume continues a run folder with its own config.toml (plugins included); give no experiment file, --out, --overwrite, --plugin, --unset, --seeds or --sweep")
         result = resume_experiment(resume, progress=not quiet, overrides=overrides or [])
     elif seeds is not None or sweep:
         if experiment is None:
             fail("--seeds and --sweep need an experiment TOML file")
-        run_sweep(experiment, overrides or [], plugin or [], out, seeds, sweep or [], metric, overwrite, quiet)
+        run_sweep(experiment, overrides or [], unset or [], plugin or [], out, seeds, sweep or [], metric, overwrite, quiet)
         return
     else:
         if experiment is None:
             fail("give an experiment TOML file, or --resume RUN_DIR")
-        exp = load_experiment(experiment, overrides or [], plugins=plugin)
+        exp = load_experiment(experiment, overrides or [], plugins=plugin, unset=unset)
         if out is not None:
             exp.output = str(out)
         result = run_experiment(exp, overwrite=overwrite, progress=not quiet)
@@ -135,7 +141,7 @@ def run(
 
 
 def run_sweep(
-    experiment: Path, overrides: list[str], plugins: list[str], out: Path | None, seeds: str | None, sweep: list[str], metric: str, overwrite: bool, quiet: bool
+    experiment: Path, overrides: list[str], unset: list[str], plugins: list[str], out: Path | None, seeds: str | None, sweep: list[str], metric: str, overwrite: bool, quiet: bool
 ) -> None:
     """``run --seeds/--sweep``: every missing run of the grid, then its table (:mod:`fedtune.sweep`)."""
     from rich.table import Table
@@ -146,7 +152,7 @@ def run_sweep(
     if metric not in grids.METRICS:
         fail(f"--metric {metric!r}: choose one of {', '.join(grids.METRICS)}")
     axes = [grids.parse_sweep(text) for text in sweep]
-    root, points = grids.grid(experiment, overrides, axes, grids.parse_seeds(seeds) if seeds is not None else None, out, plugins)
+    root, points = grids.grid(experiment, overrides, axes, grids.parse_seeds(seeds) if seeds is not None else None, out, plugins, unset)
     todo = iter(range(1, len(points) + 1))
 
     def one(exp, how: str) -> list[dict]:
@@ -179,6 +185,7 @@ def compare(
     ],
     out: Annotated[Path, typer.Option(help="folder for the table, overlaid plots and each experiment's run folder")] = Path("runs/compare"),
     overrides: SetOption = None,
+    unset: UnsetOption = None,
     set_for: Annotated[
         list[str] | None,
         typer.Option("--set-for", help="override one experiment: --set-for NAME:algorithm.lr=0.1 (NAME as in the table)"),
@@ -223,10 +230,10 @@ def compare(
             exp = load_experiment(path / CONFIG_FILE)
             loaded.append((name[i] if name else exp.name, exp, path))
         else:
-            exp = load_experiment(path, overrides or [], plugins=plugin)
+            exp = load_experiment(path, overrides or [], plugins=plugin, unset=unset)
             label = name[i] if name else exp.name
             if per.get(label):
-                exp = load_experiment(path, [*(overrides or []), *per[label]], plugins=plugin)
+                exp = load_experiment(path, [*(overrides or []), *per[label]], plugins=plugin, unset=unset)
             loaded.append((label, exp, None))
     names = [label for label, _, _ in loaded]
     if len(set(names)) != len(names):
@@ -320,7 +327,7 @@ def datasets_show(
     try:
         cfg = DataConfig.model_validate(raw)
     except ValidationError as err:
-        fail("data." + format_validation_error(err))
+        fail(format_validation_error(err, prefix="data."))
     fed = load_federated(cfg, seed)
     rows = describe(fed)
     table = Table(title=f"{name}: {fed.num_clients} clients, {partition} partition")

@@ -202,6 +202,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def apply_unsets(raw: dict, keys: list[str]) -> dict:
+    """Remove each dotted key (a value or a whole table, ``drift``, ``algorithm.mu``) from
+    ``raw``, so its default applies; a key the experiment does not have is an error."""
+    for key in keys:
+        *parents, last = key.strip().split(".")
+        node = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            raise ConfigError(f"--unset {key!r}: the experiment sets no such key")
+        del node[last]
+    return raw
+
+
 def validate_components(exp: Experiment) -> None:
     """Names and hyperparameters that only the registries can check.
 
@@ -217,30 +231,39 @@ def validate_components(exp: Experiment) -> None:
     lookups = (("data.name", DATASETS, exp.data.name), ("model.name", MODELS, exp.model.name),
                ("algorithm.name", ALGORITHMS, exp.algorithm.name), ("server.name", SERVER_OPTIMIZERS, exp.server.name),
                ("backend.name", BACKENDS, exp.backend.name), ("client_state", CLIENT_STATE_STORES, exp.client_state))
+    problems: list[str] = []  # every problem found, in one line
+    unknown = set()
     for field, registry, name in lookups:
         try:
             registry.get(name)
         except UnknownNameError as err:
-            raise ConfigError(f"{field}: {err}") from None
-    algorithm = ALGORITHMS.get(exp.algorithm.name)
-    try:
-        algorithm.Params(**exp.algorithm.hyperparameters())
-    except ValidationError as err:
-        raise ConfigError("algorithm." + format_validation_error(err, algorithm.Params.model_fields)) from None
-    server = SERVER_OPTIMIZERS.get(exp.server.name)
-    server.parse_params(None, exp.server.arguments())
-    allowed = getattr(algorithm, "server_optimizers", None)  # None: any server optimizer
-    if allowed is not None and exp.server.name not in allowed:
-        raise ConfigError(
-            f"server.name: algorithm {exp.algorithm.name!r} works only with the server optimizer "
-            f"{' or '.join(map(repr, allowed))}; set server.name = \"{allowed[0]}\" (got {exp.server.name!r})"
-        )
-    if exp.client_state != "memory" and not algorithm.Client.stateful:
-        raise ConfigError(f"client_state: algorithm {exp.algorithm.name!r} keeps no client state; remove the setting")
-    if exp.eval.finetune_epochs > 0 and algorithm.Client.personalizes:
-        raise ConfigError(f"eval.finetune_epochs: algorithm {exp.algorithm.name!r} personalizes its own models; set it to 0")
+            problems.append(f"{field}: {err}")
+            unknown.add(field)
+    if "algorithm.name" not in unknown:
+        algorithm = ALGORITHMS.get(exp.algorithm.name)
+        try:
+            algorithm.Params(**exp.algorithm.hyperparameters())
+        except ValidationError as err:
+            problems.append(format_validation_error(err, algorithm.Params.model_fields, prefix="algorithm."))
+        allowed = getattr(algorithm, "server_optimizers", None)  # None: any server optimizer
+        if allowed is not None and exp.server.name not in allowed:
+            problems.append(
+                f"server.name: algorithm {exp.algorithm.name!r} works only with the server optimizer "
+                f"{' or '.join(map(repr, allowed))}; set server.name = \"{allowed[0]}\" (got {exp.server.name!r})"
+            )
+        if exp.client_state != "memory" and not algorithm.Client.stateful:
+            problems.append(f"client_state: algorithm {exp.algorithm.name!r} keeps no client state; remove the setting")
+        if exp.eval.finetune_epochs > 0 and algorithm.Client.personalizes:
+            problems.append(f"eval.finetune_epochs: algorithm {exp.algorithm.name!r} personalizes its own models; set it to 0")
+    if "server.name" not in unknown:
+        try:
+            SERVER_OPTIMIZERS.get(exp.server.name).parse_params(None, exp.server.arguments())
+        except ConfigError as err:
+            problems.append(str(err))
     if exp.clients_per_round > exp.data.num_clients and exp.data.partition != "natural":
-        raise ConfigError(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
+        problems.append(f"clients_per_round: {exp.clients_per_round} exceeds data.num_clients ({exp.data.num_clients})")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _load_plugins(raw: dict, extra: list[str], base: Path | None) -> None:
@@ -260,10 +283,15 @@ def _load_plugins(raw: dict, extra: list[str], base: Path | None) -> None:
 
 
 def load_experiment(
-    path: str | Path | None = None, overrides: list[str] | None = None, raw: dict | None = None, plugins: list[str] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    raw: dict | None = None,
+    plugins: list[str] | None = None,
+    unset: list[str] | None = None,
 ) -> Experiment:
     """Read, override and validate an experiment; raise :class:`ConfigError` with one line.
 
+    ``unset``: dotted keys removed first (``--unset drift``), then ``overrides`` apply.
     ``plugins``: more plugins to import (``fedtune run --plugin``), added to the
     experiment's ``plugins`` list; all of them are imported before any name is checked.
     """
@@ -275,7 +303,7 @@ def load_experiment(
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: invalid TOML: {err}") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(apply_unsets(raw, unset or []), overrides or [])
     _load_plugins(raw, plugins or [], Path(path).resolve().parent if path is not None else None)
     try:
         exp = Experiment.model_validate(raw)

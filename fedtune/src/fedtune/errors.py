@@ -28,19 +28,23 @@ class RunError(RuntimeError):
     """A run cannot go on (too many failed clients, a non-finite global model)."""
 
 
-def format_validation_error(err: ValidationError, accepted: Iterable[str] | None = None) -> str:
-    """The first problem of a pydantic error as ``field.path: message`` (one line).
+def format_validation_error(err: ValidationError, accepted: Iterable[str] | None = None, prefix: str = "") -> str:
+    """Every problem of a pydantic error as ``prefix + field.path: message``, joined by
+    ``; `` (one line, all of them: a user fixes everything in one go).
 
-    ``accepted``: the keys the model takes, named in the message for an unknown key.
+    ``accepted``: the keys the model takes, named in the message for an unknown key;
+    ``prefix``: the table the model validates (``"algorithm."``).
     """
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "experiment"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    return "; ".join(prefix + _problem(e, accepted) for e in err.errors())
+
+
+def _problem(error, accepted: Iterable[str] | None) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "experiment"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
         known = list(accepted or [])
         msg = f"unknown key; it takes: {', '.join(known)}" if known else "unknown key; remove it or check its spelling"
-    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
-    return f"{loc}: {msg}{more}"
+    return f"{loc}: {msg}"
 
 
 __all__ = ["ConfigError", "RunError", "UnknownNameError", "format_validation_error"]

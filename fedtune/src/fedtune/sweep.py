@@ -99,7 +99,13 @@ class Point:
 
 
 def grid(
-    path: Path, overrides: list[str], axes: list[Axis], seeds: list[int] | None, root: Path | None, plugins: list[str] | None = None
+    path: Path,
+    overrides: list[str],
+    axes: list[Axis],
+    seeds: list[int] | None,
+    root: Path | None,
+    plugins: list[str] | None = None,
+    unset: list[str] | None = None,
 ) -> tuple[Path, list[Point]]:
     """Every (setting, seed) of the grid as a validated experiment with its own folder.
 
@@ -107,7 +113,7 @@ def grid(
     one line before the first run. ``root``: the folder for the grid (default: the
     experiment's run folder); ``seeds`` None: the experiment's own seed only.
     """
-    base = load_experiment(path, overrides, plugins=plugins)
+    base = load_experiment(path, overrides, plugins=plugins, unset=unset)
     root = Path(root) if root is not None else base.run_dir()
     keys = [a.key for a in axes]
     if len(set(keys)) != len(keys):
@@ -119,7 +125,7 @@ def grid(
         folder = root / setting_label(setting) if axes else root
         for seed in seeds if seeds is not None else [base.seed]:
             try:
-                exp = load_experiment(path, [*overrides, *extra, f"seed={seed}"], plugins=plugins)
+                exp = load_experiment(path, [*overrides, *extra, f"seed={seed}"], plugins=plugins, unset=unset)
             except ConfigError as err:
                 raise ConfigError(f"{setting_label(setting)}, seed {seed}: {err}") from None
             exp.output = str(folder / f"seed{seed}")

@@ -76,7 +76,7 @@ class ServerOptimizer(ABC):
         try:
             return cls.Params(**values)
         except ValidationError as err:
-            raise ConfigError("server." + format_validation_error(err, cls.Params.model_fields)) from None
+            raise ConfigError(format_validation_error(err, cls.Params.model_fields, prefix="server.")) from None
 
     @abstractmethod
     def step(self, params: State, delta: State) -> State:
