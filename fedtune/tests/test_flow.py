@@ -123,6 +123,11 @@ def test_unknown_routed_layer_is_refused_with_the_choices():
         _routed("mlp", FLAT, {"hidden": [5]}, layers=["net.9"])
 
 
+def test_a_model_without_a_fixed_shape_input_is_refused():
+    with pytest.raises(ConfigError, match="model.name: Flow routes the small models"):
+        route(nn.Linear(2, 2), DatasetInfo("text", "causal_lm", 5), None, 4, 0)
+
+
 def test_the_split_is_fixed_per_client_and_disjoint():
     a_local, a_global = split_instances(10, 0.3, seed=4, client_id=2)
     assert len(a_local) == 3 and sorted(torch.cat([a_local, a_global]).tolist()) == list(range(10))

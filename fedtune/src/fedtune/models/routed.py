@@ -234,6 +234,11 @@ def route(model: nn.Module, info: DatasetInfo, layers: Sequence[str] | None, pol
     derives from ``seed``.
     """
     is_lstm = isinstance(model, CharLSTM)
+    if not is_lstm and not info.input_shape:
+        raise ConfigError(
+            f"model.name: Flow routes the small models (mlp, cnn, logreg, char_lstm), whose policy reads the input 'x'; "
+            f"{type(model).__name__} on {info.name!r} has no such input"
+        )
     available = [f"lstm.{i}" for i in range(model.lstm.num_layers)] + ["out"] if is_lstm else parameterized_layers(model)
     chosen = list(available if layers is None else layers)
     unknown = [name for name in chosen if name not in available]
