@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedtune.data import digits, hf, mnist, sentiment, shakespeare, synthetic, text  # noqa: F401  (register the built-in datasets and hf:<id-or-path>)
+from fedtune.data import digits, hf, mnist, mnist1d, sentiment, shakespeare, synthetic, text  # noqa: F401  (register the built-in datasets and hf:<id-or-path>)
 from fedtune.data.base import Batch, ClientData, DatasetInfo, Examples, FederatedDataset
 from fedtune.data.partition import PARTITIONERS, partition
 from fedtune.data.registry import DATASETS, RawDataset
