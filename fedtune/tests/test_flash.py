@@ -112,11 +112,74 @@ def test_beta3_zero_over_zero_is_one() -> None:
 
 def test_guard_off_applies_equation_five_as_written() -> None:
     # coordinate 1, round 1: √v - d + τ = 0.02 - 0.0396 + 0.001 = -0.0186: the step reverses
-    opt = Flash(lr=LR, beta1=B1, beta2=B2, tau=TAU, guard=False)
+    opt = Flash(lr=LR, beta1=B1, beta2=B2, tau=TAU, guard="off")
     x = opt.step({"w": torch.zeros(1, dtype=torch.float64)}, {"w": torch.tensor([-0.2], dtype=torch.float64)})["w"]
     assert float(x[0]) == pytest.approx(0.1 * -0.02 / (0.02 - 0.0396 + 0.001), rel=1e-9)
     assert float(x[0]) > 0
     assert "flash_guarded" in opt.round_metrics() and opt.round_metrics()["flash_guarded"] == 0
+
+
+def test_floor_guard_caps_the_effective_lr_by_hand() -> None:
+    # coordinate 1, round 1: √v - d + τ = -0.0186 < τ, so the denominator is τ: x = 0.1 · -0.02 / 1e-3
+    opt = Flash(lr=LR, beta1=B1, beta2=B2, tau=TAU, guard="floor")
+    x = opt.step({"w": torch.zeros(2, dtype=torch.float64)}, {"w": torch.tensor([0.1, -0.2], dtype=torch.float64)})["w"]
+    assert x.tolist() == pytest.approx([0.1 * 0.01 / 0.0011, -2.0], rel=1e-9)
+    assert opt.round_metrics()["flash_guarded"] == 1 and opt.round_metrics()["eff_lr_max"] == pytest.approx(LR / TAU)
+
+
+def test_guard_accepts_the_old_switch() -> None:
+    assert Flash(guard=True).guard == "fedadam" and Flash(guard=False).guard == "off"
+    with pytest.raises(ConfigError, match="server.guard"):
+        Flash(guard="clip")
+
+
+def _fl4health(deltas: list[list[float]]) -> list[float]:
+    """FL4Health's ``Flash`` strategy (fl4health/strategies/flash.py), restated with numpy:
+    element-wise m, v, β3, d from zero, then x + η m / (√v - d + τ) with no guard."""
+    import numpy as np
+
+    m = v = d = x = np.zeros(len(deltas[0]))
+    for delta in map(np.asarray, deltas):
+        sq = delta**2
+        m = B1 * m + (1 - B1) * delta
+        v_prev, v = v, B2 * v + (1 - B2) * sq
+        beta3 = np.abs(v_prev) / (np.abs(sq - v) + np.abs(v_prev))
+        d = beta3 * d + (1 - beta3) * (sq - v)
+        x = x + LR * m / (np.sqrt(v) - d + TAU)
+    return x.tolist()
+
+
+def test_equals_fl4health_with_the_guard_off() -> None:
+    gen = torch.Generator().manual_seed(3)
+    scales = [0.01, 0.01, 0.02, 0.5, 0.5, 0.01, 1e-4]  # calm, a drift, calm again (no zero: FL4Health's 0/0)
+    deltas = [(torch.rand(6, generator=gen, dtype=torch.float64) * 2 - 1).add(0.1).mul(s).tolist() for s in scales]
+    opt = Flash(lr=LR, beta1=B1, beta2=B2, tau=TAU, guard="off")
+    x = _steps(opt, deltas)
+    assert x == pytest.approx(_fl4health(deltas), rel=1e-9)
+
+
+def _steps(opt: Flash, deltas: list[list[float]]) -> list[float]:
+    params = {"w": torch.zeros(len(deltas[0]), dtype=torch.float64)}
+    for delta in deltas:
+        params = opt.step(params, {"w": torch.tensor(delta, dtype=torch.float64)})
+    return params["w"].tolist()
+
+
+def test_v_init_tau_squared_by_hand() -> None:
+    # FedCCFA's start v_0 = τ² = 1e-6, Δ = 0.1: v_1 = 0.99e-6 + 0.01·0.01 = 1.0099e-4,
+    # β3 = 1e-6 / (0.01 - 1.0099e-4 + 1e-6), d_1 = (1 - β3)(0.01 - 1.0099e-4)
+    opt = Flash(lr=LR, beta1=B1, beta2=B2, tau=TAU, v_init="tau2")
+    x = _steps(opt, [[0.1, 0.0]])
+    v1, gap = 1.0099e-4, 0.01 - 1.0099e-4
+    beta3 = 1e-6 / (gap + 1e-6)
+    d1 = (1 - beta3) * gap
+    assert float(opt.v["w"][0]) == pytest.approx(v1, rel=1e-12)
+    assert float(opt.d["w"][0]) == pytest.approx(d1, rel=1e-12)
+    assert x[0] == pytest.approx(LR * 0.01 / (math.sqrt(v1) - d1 + TAU), rel=1e-9)
+    # Δ = 0: v_0 > 0, so β3 = τ² / (β2 τ² + τ²) = 1/(1 + β2) is defined (no 0/0), and
+    # d_1 = (1 - β3)(0 - β2 τ²) = -β2² τ² / (1 + β2); m = 0 so x does not move
+    assert float(opt.d["w"][1]) == pytest.approx(-(B2**2) * TAU**2 / (1 + B2), rel=1e-12) and x[1] == 0.0
+    assert opt.round_metrics()["flash_beta3_mean"] == pytest.approx((beta3 + 1 / (1 + B2)) / 2, rel=1e-9)
 
 
 def test_effective_lr_metrics_round_one() -> None:
@@ -157,7 +220,7 @@ ADVERSARIAL = {
 }
 
 
-@pytest.mark.parametrize("guard", [True, False])
+@pytest.mark.parametrize("guard", ["fedadam", "floor", "off"])
 @pytest.mark.parametrize("case", sorted(ADVERSARIAL))
 def test_adversarial_updates_stay_finite(case: str, guard: bool) -> None:
     opt = Flash(lr=1.0, guard=guard)
@@ -189,7 +252,7 @@ def test_state_dict_round_trip_includes_d() -> None:
 
 def test_registered_and_validated() -> None:
     assert SERVER_OPTIMIZERS.get("flash") is Flash
-    assert isinstance(new_optimizer("flash", lr=0.1, guard=False), Flash)
+    assert isinstance(new_optimizer("flash", lr=0.1, guard="off", v_init="tau2"), Flash)
     with pytest.raises(ValueError, match="positive"):
         Flash(tau=0.0)
 

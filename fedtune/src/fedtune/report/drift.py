@@ -6,10 +6,18 @@ evaluated rounds from D up to the next drift (or the end of the run):
 - ``pre_accuracy``: accuracy at the last evaluation before D;
 - ``lowest_accuracy`` / ``lowest_round``: the minimum in the window;
 - ``recovery_rounds``: rounds from D to the first evaluation, at or after the minimum,
-  with accuracy ≥ ``recover`` × pre-drift accuracy (0.95 by default); ``None`` when the
-  window ends first (not recovered);
+  with accuracy ≥ the target; ``None`` when the window ends first (not recovered).
+  The target is ``target`` when given, the same accuracy for every method compared
+  (:func:`common_target`), and otherwise ``recover`` × the run's own pre-drift accuracy;
+- ``recovery_rounds_own``: always to ``recover`` × the run's own pre-drift accuracy
+  (0.95 by default), which penalizes the run that was best before the drift: keep it
+  as a second figure beside the common one;
 - ``auc``: area under the accuracy curve over the window (trapezoid rule) divided by
   its length in rounds, i.e. the mean accuracy after the drift, in [0, 1].
+
+An incremental drift moves client groups to the new concept one after another;
+:func:`group_drift_metrics` measures each group on its own clients' accuracy, from its
+own drift round to the end of the run, instead of one window over all clients.
 
 ``plot_drift`` draws accuracy against rounds with the drift rounds marked, and the
 server's effective learning rate (``eff_lr_mean``) beneath it on a log scale.
@@ -30,17 +38,33 @@ def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [r for r, _ in pts], [v for _, v in pts]
 
 
+def common_target(pre_accuracies: list[float], fraction: float = 0.95) -> float:
+    """One recovery target for every method compared: ``fraction`` × the lowest of their
+    pre-drift accuracies, so every method had reached it before the drift."""
+    if not pre_accuracies:
+        raise ValueError("common_target: no pre-drift accuracy given")
+    return fraction * min(pre_accuracies)
+
+
+def _recovery(window: list[tuple[int, float]], start: int, low_round: int, target: float | None) -> int | None:
+    if target is None:
+        return None
+    return next((r - start for r, a in window if r >= low_round and a >= target), None)
+
+
 def drift_metrics(
     metrics: list[dict],
     drift_rounds: list[int],
     key: str = "test_accuracy",
     recover: float = 0.95,
     until_next: bool = True,
+    target: float | None = None,
 ) -> list[dict]:
     """One dict per drift round: pre/lowest accuracy, recovery rounds and post-drift AUC.
 
-    ``until_next=False`` lets every window run to the end of the run (for incremental
-    drifts whose groups drift a few rounds apart).
+    ``target``: the accuracy to recover to, the same for every method compared (see
+    :func:`common_target`); ``None`` uses ``recover`` × the run's own pre-drift accuracy.
+    ``until_next=False`` lets every window run to the end of the run.
     """
     rounds, acc = _series(metrics, key)
     out = []
@@ -49,14 +73,15 @@ def drift_metrics(
         before = [a for r, a in zip(rounds, acc, strict=True) if r < start]
         window = [(r, a) for r, a in zip(rounds, acc, strict=True) if start <= r < stop]
         row: dict = {"drift_round": start, "pre_accuracy": before[-1] if before else None}
+        own = recover * row["pre_accuracy"] if row["pre_accuracy"] is not None else None
+        row["target"] = target if target is not None else own
         if not window:
-            out.append(row | {"lowest_accuracy": None, "lowest_round": None, "recovery_rounds": None, "auc": None})
+            empty = dict.fromkeys(("lowest_accuracy", "lowest_round", "recovery_rounds", "recovery_rounds_own", "auc"))
+            out.append(row | empty)
             continue
         low_round, low = min(window, key=lambda p: p[1])
-        recovery = None
-        if row["pre_accuracy"] is not None:
-            target = recover * row["pre_accuracy"]
-            recovery = next((r - start for r, a in window if r >= low_round and a >= target), None)
+        recovery = _recovery(window, start, low_round, row["target"])
+        row["recovery_rounds_own"] = _recovery(window, start, low_round, own)
         if len(window) > 1:
             area = sum((r1 - r0) * (a0 + a1) / 2 for (r0, a0), (r1, a1) in zip(window, window[1:], strict=False))
             auc = area / (window[-1][0] - window[0][0])
@@ -64,6 +89,29 @@ def drift_metrics(
             auc = window[0][1]
         out.append(row | {"lowest_accuracy": low, "lowest_round": low_round, "recovery_rounds": recovery, "auc": auc})
     return out
+
+
+def group_key(group: int, key: str = "test_accuracy") -> str:
+    """The metrics key of one client group's accuracy (``test_accuracy_group2``)."""
+    return f"{key}_group{group}"
+
+
+def group_drift_metrics(
+    metrics: list[dict],
+    group_rounds: list[int],
+    key: str = "test_accuracy",
+    recover: float = 0.95,
+    target: float | None = None,
+) -> list[dict]:
+    """One dict per client group of an incremental drift (group g drifts at
+    ``group_rounds[g]``), measured on that group's accuracy (``group_key(g, key)`` in each
+    round's metrics) from its drift round to the end of the run; as :func:`drift_metrics`
+    otherwise, with ``group`` added."""
+    rows = []
+    for g, start in enumerate(group_rounds):
+        (row,) = drift_metrics(metrics, [start], group_key(g, key), recover, until_next=False, target=target)
+        rows.append({"group": g} | row)
+    return rows
 
 
 def plot_drift(

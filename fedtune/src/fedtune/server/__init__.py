@@ -12,6 +12,7 @@ from fedtune.server.base import (
 )
 from fedtune.server.fedopt import FedAdagrad, FedAdam, FedOpt, FedOptParams, FedYogi
 from fedtune.server.flash import Flash, FlashParams
+from fedtune.server.flash_reset import FlashReset, FlashResetParams
 
 __all__ = [
     "SERVER_OPTIMIZERS",
@@ -24,6 +25,8 @@ __all__ = [
     "FedYogi",
     "Flash",
     "FlashParams",
+    "FlashReset",
+    "FlashResetParams",
     "ServerOptimizer",
     "ServerParams",
     "State",

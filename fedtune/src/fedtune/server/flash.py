@@ -12,21 +12,27 @@ Per coordinate, with Δ_t the aggregated pseudo-gradient (mean client update)::
     d_t     = β3_t d_{t-1} + (1 - β3_t) (Δ_t² - v_t)             (4)  drift estimate
     x_{t+1} = x_t + η m_t / (√v_t - d_t + τ)                     (5)
 
-with m_0 = v_0 = d_0 = 0 and no bias correction, so with d ≡ 0 it is FedAdam. A
-coordinate whose update grows far above its running second moment (concept drift)
-gets d_t > 0 and so a larger effective learning rate η / (√v_t - d_t + τ).
+with m_0 = d_0 = 0 and no bias correction, so with d ≡ 0 it is FedAdam. A coordinate
+whose update grows far above its running second moment (concept drift) gets d_t > 0
+and so a larger effective learning rate η / (√v_t - d_t + τ).
 
-Hazards and how they are handled here:
+Where this implementation departs from the paper, and why:
 
-- (3) is 0/0 where v_{t-1} and the gap Δ_t² - v_t are both zero: β3 := 1 there
-  (no evidence of drift, d keeps its value).
+- ``v_init``: the paper starts from v_0 = 0 (``"zero"``, as FL4Health's
+  re-implementation does); ``"tau2"`` starts from v_0 = τ² as FedCCFA's does, which
+  removes (3)'s 0/0 on the first round and damps the first steps.
+- (3) is 0/0 where v_{t-1} and the gap Δ_t² - v_t are both zero (FL4Health yields NaN
+  there): β3 := 1 here (no evidence of drift, d keeps its value).
 - d is in squared units, so after a large drift √v_t - d_t + τ can reach zero or go
-  negative (an exploding or reversed step). With ``guard=True`` every coordinate where
-  √v_t - d_t + τ < τ (that is d_t > √v_t) takes FedAdam's step (denominator √v_t + τ)
-  instead; the number of such coordinates is reported each round (``flash_guarded``).
+  negative (an exploding or reversed step). ``guard`` chooses what happens where
+  √v_t - d_t + τ < τ (that is d_t > √v_t): ``"fedadam"`` (default) takes FedAdam's
+  denominator √v_t + τ there; ``"floor"`` caps the effective lr at η / τ, i.e. uses
+  max(√v_t - d_t + τ, τ); ``"off"`` applies (5) as written. The coordinates caught are
+  counted each round (``flash_guarded``). Without a guard one of three seeds collapsed
+  on a sudden label swap in this repository's benchmark; the paper states no guard.
 - Δ² of float32 values can overflow float32, so the state is kept in float64. If a
   step would still put a non-finite value into the model (only possible with
-  ``guard=False``), that coordinate takes FedAdam's step (``flash_nonfinite``).
+  ``guard="off"``), that coordinate takes FedAdam's step (``flash_nonfinite``).
   A non-finite Δ is refused with a one-line error.
 """
 
@@ -35,7 +41,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor
 
 from fedtune.server.base import SERVER_OPTIMIZERS, Positive, State, to_cpu
@@ -43,17 +49,29 @@ from fedtune.server.fedopt import FedAdam, FedOptParams, lr_summary
 
 _STATE_DTYPE = torch.float64
 
+Guard = Literal["fedadam", "floor", "off"]
+
 
 class FlashParams(FedOptParams):
-    """Hyperparameters of :class:`Flash`: FedAdam's, without bias correction, plus the guard."""
+    """Hyperparameters of :class:`Flash`: FedAdam's, without bias correction, plus the guard
+    and the initial second moment."""
 
     tau: Positive = Field(1e-3, description="adaptivity τ added to the denominator √v_t - d_t")
     bias_correction: Literal[False] = Field(False, description="always off: Flash's update (5) has no bias correction")
-    guard: bool = Field(
-        True,
-        description="where √v_t - d_t + τ < τ, take FedAdam's denominator √v_t + τ (counted in flash_guarded); "
-        "false applies (5) as written, which can reverse a coordinate's step",
+    guard: Guard = Field(
+        "fedadam",
+        description="where √v_t - d_t + τ < τ: 'fedadam' takes FedAdam's denominator √v_t + τ, 'floor' uses τ "
+        "(caps the effective lr at η/τ), 'off' applies (5) as written, which can reverse a coordinate's step "
+        "(true/false mean 'fedadam'/'off')",
     )
+    v_init: Literal["zero", "tau2"] = Field("zero", description="v_0: 'zero' as in the paper, 'tau2' (τ²) as FedCCFA")
+
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _guard_bool(cls, value: object) -> object:
+        if isinstance(value, bool):  # the guard used to be a switch: true kept FedAdam's step
+            return "fedadam" if value else "off"
+        return value
 
 
 @SERVER_OPTIMIZERS.register("flash")
@@ -61,7 +79,7 @@ class Flash(FedAdam):
     """Flash: FedAdam plus a per-coordinate drift estimate d that raises the step size.
 
     Parameters: :class:`FlashParams` (``lr`` 1e-2, ``beta1`` 0.9, ``beta2`` 0.99,
-    ``tau`` 1e-3, ``guard`` True), given as an object or by name.
+    ``tau`` 1e-3, ``guard`` "fedadam", ``v_init`` "zero"), given as an object or by name.
 
     ``round_metrics()`` gives ``eff_lr_*`` of η / (denominator used), ``flash_guarded``
     (coordinates the guard caught), ``flash_nonfinite``, mean d and mean β3 of the last step.
@@ -72,7 +90,8 @@ class Flash(FedAdam):
 
     def __init__(self, params: FlashParams | None = None, **overrides: Any) -> None:
         super().__init__(params, **overrides)
-        self.guard = self.params.guard
+        self.guard: Guard = self.params.guard
+        self.v0 = self.tau**2 if self.params.v_init == "tau2" else 0.0
         self.d: State = {}
 
     def drift(self, d: Tensor, v_prev: Tensor, v: Tensor, delta: Tensor) -> tuple[Tensor, Tensor]:
@@ -82,6 +101,33 @@ class Flash(FedAdam):
         den = gap.abs() + num
         beta3 = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))
         return beta3 * d + (1 - beta3) * gap, beta3
+
+    def moments(self, name: str, delta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Equations (1)-(4) for tensor ``name``: (numerator m_t, v_t, d_t, β3_t), state updated.
+
+        Subclasses that change how the moments react to drift override this hook
+        (:class:`~fedtune.server.drift_reset.FlashReset`).
+        """
+        zeros = torch.zeros_like(delta)
+        # .to(): state loaded from a CPU checkpoint follows the update's device
+        m_prev = self.m.get(name, zeros).to(delta.device)
+        v_prev = self.v.get(name, torch.full_like(delta, self.v0)).to(delta.device)
+        d_prev = self.d.get(name, zeros).to(delta.device)
+        m = self.beta1 * m_prev + (1 - self.beta1) * delta  # (1)
+        v = self.second_moment(v_prev, delta)  # (2), FedAdam's
+        d, beta3 = self.drift(d_prev, v_prev, v, delta)  # (3), (4)
+        self.m[name], self.v[name], self.d[name] = m, v, d
+        return m, v, d, beta3
+
+    def denominator(self, v: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        """The denominator of (5) after the guard, and the mask of coordinates the guard caught."""
+        raw = v.sqrt() - d + self.tau
+        caught = raw < self.tau
+        if self.guard == "fedadam":
+            return torch.where(caught, v.sqrt() + self.tau, raw), caught
+        if self.guard == "floor":
+            return torch.where(caught, torch.full_like(raw, self.tau), raw), caught
+        return raw, torch.zeros_like(caught)
 
     def step(self, params: State, delta: State) -> State:
         self.t += 1
@@ -93,26 +139,16 @@ class Flash(FedAdam):
             if not bool(torch.isfinite(g).all()):
                 raise FloatingPointError(f"Flash: the aggregated update of {k!r} has NaN or inf values")
             g = g.detach().to(_STATE_DTYPE)
-            zeros = torch.zeros_like(g)
-            # .to(): state loaded from a CPU checkpoint follows the update's device
-            m_prev, v_prev, d_prev = (s.get(k, zeros).to(g.device) for s in (self.m, self.v, self.d))
-            m = self.beta1 * m_prev + (1 - self.beta1) * g  # (1)
-            v = self.second_moment(v_prev, g)  # (2), FedAdam's
-            d, beta3 = self.drift(d_prev, v_prev, v, g)  # (3), (4)
-            self.m[k], self.v[k], self.d[k] = m, v, d
-
-            adam_denominator = v.sqrt() + self.tau
-            denominator = v.sqrt() - d + self.tau  # (5)
-            if self.guard:
-                caught = denominator < self.tau
-                guarded += int(caught.sum())
-                denominator = torch.where(caught, adam_denominator, denominator)
+            numerator, v, d, beta3 = self.moments(k, g)
+            denominator, caught = self.denominator(v, d)
+            guarded += int(caught.sum())
             x = params[k]
-            new = (x.to(_STATE_DTYPE) + self.lr * m / denominator).to(x.dtype)
+            new = (x.to(_STATE_DTYPE) + self.lr * numerator / denominator).to(x.dtype)  # (5)
             bad = ~torch.isfinite(new)
             if bool(bad.any()):
+                adam_denominator = v.sqrt() + self.tau
                 nonfinite += int(bad.sum())
-                fallback = (x.to(_STATE_DTYPE) + self.lr * m / adam_denominator).to(x.dtype)
+                fallback = (x.to(_STATE_DTYPE) + self.lr * numerator / adam_denominator).to(x.dtype)
                 new = torch.where(bad, fallback, new)
                 denominator = torch.where(bad, adam_denominator, denominator)
             out[k] = new
