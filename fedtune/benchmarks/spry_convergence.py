@@ -1,304 +1,383 @@
-"""Spry's convergence against FedFGD and backprop LoRA (FedAvg, FedYogi) on MiniLM.
+"""Spry's convergence on sentence polarity, from a shared warm head (issue 10).
 
-Setting (issue 3; Spry, Panchal et al., NeurIPS 2024, arXiv 2405.15551): which play a
-Shakespeare speech comes from (``shakespeare_play``), all-MiniLM-L6-v2 with LoRA r 8 on
-query/value plus the classification head, 20 clients with Dirichlet(α) label skew for
-α = 1.0 and 0.1, 10 clients per round, the same rounds, client optimizer (AdamW) and
-evaluation for every method (global model on the pooled held-out test data of all clients):
+Setting (Spry, Panchal et al., NeurIPS 2024, arXiv 2405.15551): sentence polarity
+(``mr``, Pang & Lee, the SST-2 source) and Rotten Tomatoes snippets
+(``rotten_tomatoes``), all-MiniLM-L6-v2 with LoRA (r 1, α 1, dropout 0.1 on query/value)
+and a classification head, clients with Dirichlet(α) label skew, 10 a round.
 
-- ``spry``: weights split over the round's clients, forward gradients (K = 1), FedYogi server
-  (β1 .9, β2 .99, τ 1e-3, η 1e-2: the paper's);
-- ``fedfgd``: forward gradients over all trainables, same server;
-- ``fedavg_bp``: backprop LoRA, FedAvg server;  ``fedyogi_bp``: backprop LoRA, FedYogi server;
-- ``spry_binit``: Spry with LoRA B initialized N(0, 0.01²) instead of zeros (DESIGN asks
-  whether it speeds convergence: with B = 0 the true gradient of A is zero at the start);
-  at the first α only;
-- ``spry_head_group`` (``--methods spry_head_group --merge``): Spry with the head as one
-  more layer group instead of trained by every client.
+Warm head: every (task, α, seed) starts with a short federated linear probe
+(``warm_head`` phase: FedAvg, backprop on the head alone, adapters frozen at LoRA B = 0
+so the model is the pretrained one); its final checkpoint is given to every method as
+``model.options.head_init``, so all methods start from the same model and round r of a
+method means r rounds after the probe.
 
-Targets: Spry within 5 points of FedYogi-backprop at equal rounds, clearly above FedFGD.
-Each α (and the B-init variant) runs in its own process with one torch thread (these shared 2-core machines are
-oversubscribed; two threads per process were 3-10x slower). Writes
-``results/spry_convergence.json`` and accuracy-against-rounds plots beside it.
+Methods (client AdamW, weight decay 0.01, the same local budget; FedYogi server with the
+paper's settings η 1e-2, β1 .9, β2 .99, τ 1e-3 unless named otherwise):
 
-    python benchmarks/spry_convergence.py [--rounds 20] [--quick]
+- ``spry_paper``: the authors' configuration (``run_job.sh``): the head as its own group
+  (``share_head = false``), dropout on during the jvp, K = 1;
+- ``spry_exact``: Spry with the head shared and its gradient exact from the same pass
+  (``head_gradient = "exact"``), forward gradients for the adapters;
+- ``fedfgd``: forward gradients over every trainable tensor (no split), dropout on;
+- ``fedavg_bp`` / ``fedyogi_bp``: backprop LoRA with the FedAvg (lr 1) / FedYogi server.
+
+Client learning rates: with ``--tune`` each method's is the grid point (``TUNE_GRID``)
+with the best final accuracy on a separate seed (``--tune-seed``) at α 1.0; without it,
+``DEFAULT_LR`` (the reduced mode's runs used those; see the README).
+
+Scales (``--scale``):
+
+- ``reduced`` (default): ``mr`` at 32 tokens, 20 clients, 2 local steps of batch 8 a
+  round, 20 rounds after a 5-round probe, evaluation every 5 rounds on the pooled test
+  split (20 % of each client: about 800 sentences).
+- ``paper``: the authors' scale: 64 tokens, 100 clients, one full local epoch of batch 8,
+  1,500 rounds, evaluation every 50 (hours on a CPU; for a GPU machine).
+
+Plan (``plan``): at α 1.0 seeds 0, 1, 2 for ``spry_exact`` and ``fedyogi_bp`` and seed 0
+for the others; at α 0.1 seed 0 for each; then seed 0 of each on ``rotten_tomatoes``;
+runs in that order, so an interrupted run has the most important ones.
+
+Resumable: each finished run (probe and tuning runs too) is saved under
+``results/spry_convergence/<scale>/`` with its experiment, and skipped when restarted with
+the same experiment (``--force`` reruns). The summary goes to
+``results/spry_convergence_<scale>.json``, a plot beside it and the table between the
+``spry_convergence:<scale>`` markers of ``benchmarks/README.md``.
+
+    nice -n 10 python benchmarks/spry_convergence.py [--scale reduced] [--tune] [--only mr@1.0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
+import os
 import platform
-import tempfile
+import statistics
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+WORK = HERE.parent.parent / "runs" / "bench" / "spry_convergence"  # run folders (checkpoints), not committed
 
-METHODS: dict[str, dict] = {
-    "spry": {"algorithm": {"name": "spry"}, "server": "fedyogi"},
-    "fedfgd": {"algorithm": {"name": "fedfgd"}, "server": "fedyogi"},
-    "fedavg_bp": {"algorithm": {"name": "fedavg"}, "server": "fedavg"},
-    "fedyogi_bp": {"algorithm": {"name": "fedavg"}, "server": "fedyogi"},
-    "spry_binit": {"algorithm": {"name": "spry"}, "server": "fedyogi", "lora_b_init_std": 1e-2},
-    "spry_head_group": {"algorithm": {"name": "spry", "share_head": False}, "server": "fedyogi"},
+YOGI = {"name": "fedyogi", "lr": 1e-2, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
+FEDAVG = {"name": "fedavg", "lr": 1.0}
+LORA = {"peft": "lora", "r": 1, "lora_alpha": 1, "lora_dropout": 0.1}
+CLIENT = {"optimizer": "adamw", "weight_decay": 0.01}
+# name -> ([algorithm] table without lr, [server] table)
+METHODS: dict[str, tuple[dict, dict]] = {
+    "spry_paper": ({"name": "spry", "share_head": False, "jvp_dropout": True}, YOGI),
+    "spry_exact": ({"name": "spry", "share_head": True, "head_gradient": "exact", "jvp_dropout": True}, YOGI),
+    "fedfgd": ({"name": "fedfgd", "jvp_dropout": True}, YOGI),
+    "fedavg_bp": ({"name": "fedavg"}, FEDAVG),
+    "fedyogi_bp": ({"name": "fedavg"}, YOGI),
 }
-DEFAULT_METHODS = ["spry", "fedfgd", "fedavg_bp", "fedyogi_bp", "spry_binit"]
-YOGI = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
+SPRY = ("spry_paper", "spry_exact")
+DEFAULT_LR = {"spry_paper": 1e-4, "spry_exact": 1e-4, "fedfgd": 1e-4, "fedavg_bp": 1e-3, "fedyogi_bp": 1e-3}
+TUNE_GRID = {"spry_paper": [3e-5, 1e-4, 3e-4], "spry_exact": [3e-5, 1e-4, 3e-4], "fedfgd": [3e-5, 1e-4, 3e-4],
+             "fedavg_bp": [3e-4, 1e-3, 3e-3], "fedyogi_bp": [3e-4, 1e-3, 3e-3]}
+PROBE = {"name": "fedavg", "optimizer": "adamw", "lr": 1e-2}  # the warm-head phase: backprop on the head only
 
 
-def experiment(method: str, alpha: float, args: argparse.Namespace, out: str) -> dict:
-    spec = METHODS[method]
-    model_options = {"peft": "lora", "r": 8, "lora_alpha": 16}
-    if "lora_b_init_std" in spec:
-        model_options["lora_b_init_std"] = spec["lora_b_init_std"]
-    return {
-        "name": f"{method}-a{alpha}",
-        "seed": args.seed,
-        "rounds": args.rounds,
-        "clients_per_round": 10,
-        "output": out,
-        "data": {
-            "name": "shakespeare_play",
-            "num_clients": 20,
-            "partition": "dirichlet",
-            "alpha": alpha,
-            "val_fraction": 0.1,
-            "test_fraction": 0.2,
-            "options": {"tokenizer": "minilm", "num_plays": args.plays, "max_per_play": args.per_play, "max_length": args.seq},
-        },
-        "model": {"name": "hf:minilm", "options": model_options},
-        "algorithm": {
-            **spec["algorithm"],
-            "optimizer": "adamw",
-            "lr": args.lr,
-            "local_epochs": 1,
-            "batch_size": args.batch,
-            "max_steps": args.steps,
-        },
-        "server": {"name": spec["server"], **(YOGI if spec["server"] == "fedyogi" else {"lr": 1.0})},
-        "eval": {"every": args.eval_every, "batch_size": 64},
-        "checkpoint": {"every": 0},
-    }
+@dataclass(frozen=True)
+class Scale:
+    max_length: int
+    num_clients: int
+    rounds: int
+    probe_rounds: int
+    max_steps: int | None  # None: one full local epoch
+    batch_size: int
+    eval_every: int
 
 
-def run_alpha(alpha: float, methods: list[str], args: argparse.Namespace) -> dict[str, dict]:
-    import torch
+SCALES = {
+    "reduced": Scale(max_length=32, num_clients=20, rounds=20, probe_rounds=5, max_steps=2, batch_size=8, eval_every=5),
+    "paper": Scale(max_length=64, num_clients=100, rounds=1500, probe_rounds=50, max_steps=None, batch_size=8, eval_every=50),
+}
 
-    from fedtune.config import load_experiment
-    from fedtune.data import load_federated
-    from fedtune.engine import run_experiment
 
-    torch.set_num_threads(1)
-    runs: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        fed = None
-        for method in methods:
-            exp = load_experiment(raw=experiment(method, alpha, args, f"{tmp}/{method}"))
-            fed = fed or load_federated(exp.data, exp.seed)  # one partition for every method
-            start = time.perf_counter()
-            metrics = run_experiment(exp, overwrite=True, fed=fed, report=False).metrics
-            acc = [(m["round"], m["test_accuracy"]) for m in metrics if "test_accuracy" in m]
-            runs[method] = {
-                "alpha": alpha,
-                "rounds": [r for r, _ in acc],
-                "test_accuracy": [a for _, a in acc],
-                "test_loss": [m["test_loss"] for m in metrics if "test_loss" in m],
-                "train_loss": [m["train_loss"] for m in metrics],
-                "bytes_up_per_round": sum(m["bytes_up"] for m in metrics) / len(metrics),
-                "bytes_down_per_round": sum(m["bytes_down"] for m in metrics) / len(metrics),
-                "client_s": sum(m["client_s"] for m in metrics),
-                "wall_s": round(time.perf_counter() - start, 1),
-            }
-            print(f"alpha={alpha} {method}: acc {runs[method]['test_accuracy']} ({runs[method]['wall_s']} s)", flush=True)
+def plan(scale: str) -> list[tuple[str, str, float, int]]:
+    """(method, task, α, seed) in the order they run."""
+    runs = [(m, "mr", 1.0, 0) for m in ("fedyogi_bp", "spry_exact", "spry_paper", "fedfgd", "fedavg_bp")]
+    runs += [(m, "mr", 0.1, 0) for m in ("fedyogi_bp", "spry_exact", "spry_paper", "fedfgd", "fedavg_bp")]
+    runs += [(m, "mr", 1.0, s) for s in (1, 2) for m in ("fedyogi_bp", "spry_exact")]
+    runs += [(m, "rotten_tomatoes", 1.0, 0) for m in ("fedyogi_bp", "spry_exact", "spry_paper", "fedfgd", "fedavg_bp")]
     return runs
 
 
-def _job(job: tuple[float, list[str], argparse.Namespace]) -> tuple[float, dict]:
-    alpha, methods, args = job
-    return alpha, run_alpha(alpha, methods, args)
+def data_table(task: str, alpha: float, sc: Scale) -> dict:
+    return {
+        "name": task,
+        "num_clients": sc.num_clients,
+        "partition": "dirichlet",
+        "alpha": alpha,
+        "val_fraction": 0.1,
+        "test_fraction": 0.2,
+        "options": {"tokenizer": "minilm", "max_length": sc.max_length},
+    }
 
 
-def final(run: dict, last: int = 2) -> float:
+def local(sc: Scale) -> dict:
+    return {"local_epochs": 1, "batch_size": sc.batch_size, "max_steps": sc.max_steps}
+
+
+def probe_experiment(task: str, alpha: float, seed: int, sc: Scale, out: str) -> dict:
+    """The warm-head phase: a federated linear probe (adapters frozen, head by backprop)."""
+    return {
+        "name": f"warm-head-{task}-a{alpha}-s{seed}",
+        "seed": seed,
+        "rounds": sc.probe_rounds,
+        "clients_per_round": 10,
+        "output": out,
+        "data": data_table(task, alpha, sc),
+        "model": {"name": "hf:minilm", "options": {**LORA, "train_adapters": False}},
+        "algorithm": {**PROBE, **local(sc)},
+        "server": FEDAVG,
+        "eval": {"every": sc.probe_rounds, "batch_size": 128},
+        "checkpoint": {"every": 0, "keep": 1},
+    }
+
+
+def method_experiment(method: str, task: str, alpha: float, seed: int, sc: Scale, lr: float, head: str, out: str) -> dict:
+    algorithm, server = METHODS[method]
+    return {
+        "name": f"{method}-{task}-a{alpha}-s{seed}",
+        "seed": seed,
+        "rounds": sc.rounds,
+        "clients_per_round": 10,
+        "output": out,
+        "data": data_table(task, alpha, sc),
+        "model": {"name": "hf:minilm", "options": {**LORA, "head_init": head}},
+        "algorithm": {**algorithm, **CLIENT, "lr": lr, **local(sc)},
+        "server": server,
+        "eval": {"every": sc.eval_every, "batch_size": 128},
+        "checkpoint": {"every": 0, "keep": 1},
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def execute(raw: dict) -> dict:
+    """Run one experiment; its accuracy curve, costs and the machine's load."""
+    from fedtune.config import load_experiment
+    from fedtune.engine import run_experiment
+
+    load_before = load_average()
+    start = time.perf_counter()
+    metrics = run_experiment(load_experiment(raw=raw), overwrite=True, report=False).metrics
+    curve = [{"round": m["round"], "test_accuracy": m["test_accuracy"], "test_loss": m["test_loss"]}
+             for m in metrics if "test_accuracy" in m]
+    return {
+        "experiment": {k: v for k, v in raw.items() if k != "output"},
+        "curve": curve,
+        "final_test_accuracy": final(curve),
+        "train_loss": [round(m["train_loss"], 5) for m in metrics],
+        "bytes_up_per_round": sum(m["bytes_up"] for m in metrics) / len(metrics),
+        "run_s": round(time.perf_counter() - start, 1),
+        "eval_s": round(sum(m["eval_s"] for m in metrics), 1),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+
+
+def final(curve: list[dict], last: int = 2) -> float:
     """Mean test accuracy of the last ``last`` evaluations (less noisy than the last one)."""
-    return sum(run["test_accuracy"][-last:]) / len(run["test_accuracy"][-last:])
+    tail = curve[-last:]
+    return round(sum(p["test_accuracy"] for p in tail) / len(tail), 4)
 
 
-def plot(results: dict, path: Path) -> None:
+def cached(path: Path, raw: dict, force: bool) -> dict:
+    """The saved run at ``path`` if it was made with the same experiment, else a new one (saved)."""
+    key = {k: v for k, v in raw.items() if k != "output"}
+    if path.exists() and not force:
+        saved = json.loads(path.read_text())
+        if saved["experiment"] == key:
+            print(f"{path.stem}: done before ({saved['final_test_accuracy']:.3f}), skipped", flush=True)
+            return saved
+    result = execute(raw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{path.stem}: {result['final_test_accuracy']:.3f} in {result['run_s']:.0f} s (load {result['load_average_before']})", flush=True)
+    return result
+
+
+def warm_head(task: str, alpha: float, seed: int, sc: Scale, scale: str, force: bool) -> tuple[str, dict]:
+    """The probe's checkpoint (run once per task, α and seed) and its run record."""
+    stem = f"warm_head-{task}-a{alpha}-s{seed}"
+    out = WORK / scale / stem
+    raw = probe_experiment(task, alpha, seed, sc, str(out))
+    ckpt = out / "checkpoints" / f"round_{sc.probe_rounds:05d}.pt"
+    path = RESULTS / "spry_convergence" / scale / f"{stem}.json"
+    record = cached(path, raw, force or not ckpt.exists())
+    return str(ckpt), record
+
+
+def tune(methods: list[str], sc: Scale, scale: str, seed: int, force: bool) -> tuple[dict[str, float], dict]:
+    """Each method's client lr: the grid point with the best final accuracy on ``seed`` (mr, α 1.0)."""
+    head, _ = warm_head("mr", 1.0, seed, sc, scale, force)
+    chosen, trials = {}, {}
+    for method in methods:
+        finals = {}
+        for lr in TUNE_GRID[method]:
+            raw = method_experiment(method, "mr", 1.0, seed, sc, lr, head, str(WORK / scale / "tune"))
+            finals[lr] = cached(RESULTS / "spry_convergence" / scale / f"tune-{method}-lr{lr:g}-s{seed}.json", raw, force)["final_test_accuracy"]
+        chosen[method] = max(finals, key=lambda lr: (finals[lr], -lr))
+        trials[method] = {f"{lr:g}": acc for lr, acc in finals.items()}
+    return chosen, trials
+
+
+def summarize(records: dict[tuple[str, str, float, int], dict], probes: dict[tuple[str, float, int], dict]) -> dict:
+    """Per (task, α): each method's final accuracy (mean, sd over seeds), gaps at each budget, targets."""
+    out: dict[str, dict] = {}
+    for task, alpha in dict.fromkeys((t, a) for _, t, a, _ in records):
+        rows: dict[str, dict] = {}
+        for method in METHODS:
+            runs = [r for (m, t, a, _), r in records.items() if (m, t, a) == (method, task, alpha)]
+            if not runs:
+                continue
+            finals = [r["final_test_accuracy"] for r in runs]
+            rounds = [p["round"] for p in runs[0]["curve"]]
+            mean_curve = [statistics.mean(r["curve"][i]["test_accuracy"] for r in runs) for i in range(len(rounds))]
+            rows[method] = {"seeds": len(runs), "final_mean": round(statistics.mean(finals), 4),
+                            "final_sd": round(statistics.stdev(finals), 4) if len(finals) > 1 else None,
+                            "rounds": rounds, "mean_curve": [round(x, 4) for x in mean_curve]}
+        start = [p["final_test_accuracy"] for (t, a, _), p in probes.items() if (t, a) == (task, alpha)]
+        entry: dict = {"warm_head_accuracy": round(statistics.mean(start), 4) if start else None, "methods": rows}
+        spry = [m for m in SPRY if m in rows]
+        if spry and "fedyogi_bp" in rows:
+            best = max(spry, key=lambda m: rows[m]["final_mean"])
+            ref = rows["fedyogi_bp"]
+            entry["best_spry"] = best
+            entry["gap_to_fedyogi_bp_points_by_round"] = {
+                str(r): round(100 * (a - b), 1) for r, a, b in zip(rows[best]["rounds"], rows[best]["mean_curve"], ref["mean_curve"], strict=False)}
+            gap = 100 * (rows[best]["final_mean"] - ref["final_mean"])
+            entry["target_within_3_points_of_fedyogi_bp"] = {"gap_points": round(gap, 1), "met": gap >= -3.0}
+            if "fedfgd" in rows:
+                spread = 100 * max(rows[m]["final_sd"] or 0.0 for m in (best, "fedfgd", "fedyogi_bp"))
+                margin = 100 * (rows[best]["final_mean"] - rows["fedfgd"]["final_mean"])
+                entry["target_above_fedfgd_by_more_than_seed_spread"] = {
+                    "margin_points": round(margin, 1), "seed_spread_points": round(spread, 1),
+                    "met": margin > spread and (rows[best]["seeds"] > 1)}
+        out[f"{task}@{alpha}"] = entry
+    return out
+
+
+def table(summary: dict, meta: dict) -> str:
+    lines = [f"Measured {meta['date']} on {meta['machine']} (scale `{meta['scale']}`: {meta['setting']}); "
+             f"final = mean test accuracy of the last 2 evaluations; mean ± sd over seeds where there are several.", "",
+             "| task @ α | warm head | " + " | ".join(METHODS) + " | best Spry − FedYogi-bp |",
+             "|---" * (len(METHODS) + 3) + "|"]
+    for key, entry in summary.items():
+        cells = []
+        for m in METHODS:
+            row = entry["methods"].get(m)
+            if row is None:
+                cells.append("–")
+            else:
+                sd = f" ± {row['final_sd']:.3f}" if row["final_sd"] is not None else ""
+                cells.append(f"{row['final_mean']:.3f}{sd} ({row['seeds']})")
+        target = entry.get("target_within_3_points_of_fedyogi_bp")
+        gap = f"{target['gap_points']:+.1f} pts ({'met' if target['met'] else 'missed'})" if target else "–"
+        head = f"{entry['warm_head_accuracy']:.3f}" if entry["warm_head_accuracy"] is not None else "–"
+        lines.append(f"| {key} | {head} | " + " | ".join(cells) + f" | {gap} |")
+    return "\n".join(lines)
+
+
+def write_readme_block(scale: str, text: str) -> None:
+    begin, end = f"<!-- spry_convergence:{scale} -->", f"<!-- /spry_convergence:{scale} -->"
+    readme = README.read_text()
+    if begin not in readme or end not in readme:
+        print(f"README has no {begin} block; table not written there", flush=True)
+        return
+    head, rest = readme.split(begin, 1)
+    README.write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def plot(records: dict, probes: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    alphas = sorted(results, reverse=True)
-    fig, axes = plt.subplots(1, len(alphas), figsize=(6 * len(alphas), 4), squeeze=False)
-    for ax, alpha in zip(axes[0], alphas, strict=True):
-        for method, run in results[alpha].items():
-            ax.plot(run["rounds"], run["test_accuracy"], marker="o", markersize=3, label=method)
-        ax.set_title(f"shakespeare_play, MiniLM + LoRA, Dirichlet α = {alpha}")
-        ax.set_xlabel("round")
+    panels = list(dict.fromkeys((t, a) for _, t, a, _ in records))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (task, alpha) in zip(axes[0], panels, strict=True):
+        for (method, t, a, seed), run in records.items():
+            if (t, a) != (task, alpha):
+                continue
+            start = probes[(t, a, seed)]["final_test_accuracy"]
+            xs = [0] + [p["round"] for p in run["curve"]]
+            ys = [start] + [p["test_accuracy"] for p in run["curve"]]
+            ax.plot(xs, ys, marker="o", markersize=3, label=f"{method} s{seed}", alpha=0.9 if seed == 0 else 0.5)
+        ax.set_title(f"{task}, MiniLM + LoRA r1, Dirichlet α = {alpha}")
+        ax.set_xlabel("round after the warm-head probe")
         ax.set_ylabel("test accuracy (global model)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _cosine(a: dict, b: dict) -> float:
-    import torch
-
-    x = torch.cat([a[n].flatten() for n in a])
-    y = torch.cat([b[n].flatten() for n in a])
-    return float(x @ y / (x.norm() * y.norm()))
-
-
-def gradient_alignment(args: argparse.Namespace, repeats: int = 6) -> dict:
-    """Cosine between one round's forward-gradient estimate and the true gradient.
-
-    On one batch of the α = 1.0 data and the initial model (LoRA B initialized N(0, 0.01²)
-    so that A's gradient is not zero): the true gradient of every trainable tensor by
-    backprop; one round of Spry (each of 10 clients one jvp over its share, each tensor
-    averaged over the clients that trained it, as the server does), the same with the
-    head as one more group instead of shared, and one round of FedFGD (10 clients each
-    one jvp over all tensors, averaged), each with ``repeats`` different seeds.
-    """
-    import statistics
-
-    import torch
-
-    from fedtune.algorithms.spry import Spry, SpryParams
-    from fedtune.config import load_experiment
-    from fedtune.data import load_federated
-    from fedtune.grad import backprop_gradient, forward_gradient, model_loss
-    from fedtune.models import build_model
-    from fedtune.server import new_optimizer
-
-    torch.set_num_threads(1)
-    raw = experiment("spry_binit", 1.0, args, "/tmp/unused")
-    exp = load_experiment(raw=raw)
-    fed = load_federated(exp.data, exp.seed)
-    model = build_model(exp.model.name, fed.info, exp.model.options, exp.seed)
-    batch = next(fed.clients[0].train.batches(args.batch))
-    theta = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    loss = model_loss(model, batch, dropout=False)
-    _, true = backprop_gradient(loss, theta)
-    splits = {}
-    for key, share_head in (("spry", True), ("spry_head_as_group", False)):
-        algo = Spry(SpryParams(share_head=share_head), new_optimizer("fedavg"))
-        algo.setup(model, fed.info)
-        splits[key] = algo.assignments(10)
-    splits["fedfgd"] = [list(theta)] * 10
-    out: dict[str, list[float]] = {}
-    for key, shares in splits.items():
-        for r in range(repeats):
-            sums = {n: torch.zeros_like(t) for n, t in theta.items()}
-            counts = dict.fromkeys(theta, 0)
-            for c, share in enumerate(shares):
-                est = forward_gradient(loss, {n: theta[n] for n in share}, args.seed, (r, c, 0)).grads
-                out.setdefault(f"{key}_client", []).append(_cosine(est, true))
-                for n, g in est.items():
-                    sums[n] += g
-                    counts[n] += 1
-            out.setdefault(f"{key}_round", []).append(_cosine({n: sums[n] / max(counts[n], 1) for n in theta}, true))
-    head = set.intersection(*(set(s) for s in splits["spry"]))
-    share_of_head = float(sum(true[n].square().sum() for n in head) / sum(t.square().sum() for t in true.values()))
-    dims = {"all_trainables": sum(t.numel() for t in theta.values()),
-            "spry_client_mean": sum(sum(theta[n].numel() for n in s) for s in splits["spry"]) / 10,
-            "head_share_of_squared_gradient_norm": round(share_of_head, 4)}
-    return {
-        "what": "cosine(estimate, backprop gradient); *_client: one jvp on one client's share "
-                "(against the true gradient of that share); *_round: 10 clients' jvps aggregated as the server does",
-        "dimensions": dims,
-        **{k: {"mean": round(statistics.mean(v), 4), "sd": round(statistics.stdev(v), 4), "n": len(v)} for k, v in out.items()},
-    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.1])
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
-    parser.add_argument("--plays", type=int, default=4, help="classes")
-    parser.add_argument("--per-play", type=int, default=150, help="speeches per play")
-    parser.add_argument("--seq", type=int, default=32, help="tokens per speech")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=3, help="local steps per client per round")
-    parser.add_argument("--lr", type=float, default=1e-3, help="client AdamW learning rate (every method)")
-    parser.add_argument("--eval-every", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="2 rounds, 2 methods: a smoke run, results not saved")
-    parser.add_argument("--name", default="spry_convergence", help="stem of the results files")
-    parser.add_argument("--process-per-method", action="store_true", help="one process per (α, method) instead of per α")
-    parser.add_argument("--merge", action="store_true", help="add these runs to the saved results instead of replacing them")
-    parser.add_argument("--alignment", action="store_true", help="only measure gradient alignment and add it to the results")
+    parser.add_argument("--scale", choices=list(SCALES), default="reduced", help="reduced (default) or the authors' scale")
+    parser.add_argument("--rounds", type=int, default=None, help="override the scale's rounds")
+    parser.add_argument("--only", nargs="+", default=None, help="restrict the plan to these task@alpha, e.g. mr@1.0")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--tune", action="store_true", help="tune each method's client lr on --tune-seed first")
+    parser.add_argument("--tune-seed", type=int, default=100)
+    parser.add_argument("--force", action="store_true", help="rerun saved runs")
+    parser.add_argument("--readme", action="store_true", help="also write the table into benchmarks/README.md")
     args = parser.parse_args()
-    if args.alignment:
-        path = RESULTS / "spry_convergence.json"
-        data = json.loads(path.read_text()) if path.exists() else {"benchmark": "spry_convergence"}
-        data["gradient_alignment"] = gradient_alignment(args)
-        print(json.dumps(data["gradient_alignment"], indent=2))
-        path.write_text(json.dumps(data, indent=2) + "\n")
-        return
-    if args.quick:
-        args.rounds, args.methods, args.alphas, args.eval_every = 2, ["spry", "fedavg_bp"], [1.0], 1
-    # the B-init variant runs at the first α only, in a process of its own
-    main_methods = [m for m in args.methods if m != "spry_binit"]
-    if args.process_per_method:
-        jobs = [(alpha, [m], args) for alpha in args.alphas for m in main_methods]
-    else:
-        jobs = [(alpha, main_methods, args) for alpha in args.alphas]
-    if "spry_binit" in args.methods:
-        jobs.append((args.alphas[0], ["spry_binit"], args))
+
+    import torch
+
+    torch.set_num_threads(1)
+    sc = SCALES[args.scale]
+    if args.rounds is not None:
+        sc = Scale(**{**asdict(sc), "rounds": args.rounds})
+    folder = RESULTS / "spry_convergence" / args.scale
+    lrs, trials = dict(DEFAULT_LR), {}
+    if args.tune:
+        tuned, trials = tune(args.methods, sc, args.scale, args.tune_seed, args.force)
+        lrs.update(tuned)
+    records: dict[tuple[str, str, float, int], dict] = {}
+    probes: dict[tuple[str, float, int], dict] = {}
     start = time.perf_counter()
-    with mp.get_context("spawn").Pool(len(jobs)) as pool:
-        results: dict[float, dict] = {}
-        for alpha, runs in pool.map(_job, jobs):
-            results.setdefault(alpha, {}).update(runs)
-    total = time.perf_counter() - start
-    path = RESULTS / f"{args.name}.json"
-    previous = json.loads(path.read_text()) if args.merge and path.exists() else {}
-    for key, run in previous.get("runs", {}).items():
-        method, alpha = key.rsplit("@", 1)
-        results.setdefault(float(alpha), {}).setdefault(method, run)
-    summary = {}
-    for alpha, runs in results.items():
-        row = {m: round(final(r), 4) for m, r in runs.items()}
-        if "spry" in runs and "fedyogi_bp" in runs:
-            row["spry_minus_fedyogi_bp_points"] = round(100 * (final(runs["spry"]) - final(runs["fedyogi_bp"])), 1)
-        if "spry" in runs and "fedfgd" in runs:
-            row["spry_minus_fedfgd_points"] = round(100 * (final(runs["spry"]) - final(runs["fedfgd"])), 1)
-        if "spry" in runs and "spry_head_group" in runs:
-            row["head_group_minus_spry_points"] = round(100 * (final(runs["spry_head_group"]) - final(runs["spry"])), 1)
-        if "spry" in runs and "spry_binit" in runs:
-            row["binit_minus_spry_points"] = round(100 * (final(runs["spry_binit"]) - final(runs["spry"])), 1)
-        summary[str(alpha)] = row
-    out = {
-        **{k: v for k, v in previous.items() if k == "gradient_alignment"},
-        "benchmark": args.name,
-        "setting": (
-            f"shakespeare_play ({args.plays} plays, {args.per_play} speeches each, {args.seq} tokens), "
-            f"all-MiniLM-L6-v2 + LoRA r8 query/value + head, 20 clients Dirichlet(alpha), 10 per round, "
-            f"{args.rounds} rounds, {args.steps} local AdamW steps of batch {args.batch} (lr {args.lr}) per client per round, "
-            "K=1 Gaussian tangent, FedYogi server eta 1e-2 beta1 .9 beta2 .99 tau 1e-3 (FedAvg server lr 1 for fedavg_bp); "
-            f"accuracy of the global model on the pooled test split (20% of each client), every {args.eval_every} rounds"
-        ),
-        "final_is": "mean test accuracy of the last 2 evaluations",
-        "summary": summary,
-        "runs": {f"{m}@{a}": r for a, runs in results.items() for m, r in runs.items()},
-        "total_wall_s": round(total + previous.get("total_wall_s", 0.0), 1),
-        "torch_threads_per_process": 1,
-        "processes": len(jobs),
-        "machine": f"{platform.processor() or platform.machine()}, shared 2-core CPU",
+    for method, task, alpha, seed in plan(args.scale):
+        if method not in args.methods or (args.only and f"{task}@{alpha}" not in args.only):
+            continue
+        head, probes[(task, alpha, seed)] = warm_head(task, alpha, seed, sc, args.scale, args.force)
+        raw = method_experiment(method, task, alpha, seed, sc, lrs[method], head, str(WORK / args.scale / "run"))
+        records[(method, task, alpha, seed)] = cached(folder / f"{method}-{task}-a{alpha}-s{seed}.json", raw, args.force)
+        write_summary(args.scale, sc, records, probes, lrs, trials, time.perf_counter() - start, args.readme)
+
+
+def write_summary(scale: str, sc: Scale, records: dict, probes: dict, lrs: dict, trials: dict, seconds: float, readme: bool) -> None:
+    summary = summarize(records, probes)
+    meta = {
+        "scale": scale,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": f"{platform.processor() or platform.machine()}, shared 2-core CPU, 1 torch thread",
+        "setting": (f"{sc.num_clients} clients, 10 a round, {sc.rounds} rounds after a {sc.probe_rounds}-round probe, "
+                    f"{sc.max_length} tokens, {'a full local epoch' if sc.max_steps is None else f'{sc.max_steps} local steps'} "
+                    f"of batch {sc.batch_size}, evaluation every {sc.eval_every} rounds"),
     }
-    print(json.dumps(summary, indent=2))
-    if args.quick:
-        return
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    plot(results, path.with_suffix(".png"))
-    print(f"wrote {path} and {path.with_suffix('.png').name} ({total:.0f} s)")
+    out = {"benchmark": "spry_convergence", **meta, "client_lr": lrs, "tuning": trials, "summary": summary,
+           "runs": {f"{m}@{t}@{a}@s{s}": {k: r[k] for k in ("curve", "final_test_accuracy", "run_s", "load_average_before")}
+                    for (m, t, a, s), r in records.items()},
+           "warm_heads": {f"{t}@{a}@s{s}": p["final_test_accuracy"] for (t, a, s), p in probes.items()},
+           "wall_s_this_invocation": round(seconds, 1)}
+    path = RESULTS / f"spry_convergence_{scale}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    plot(records, probes, path.with_suffix(".png"))
+    if readme:
+        write_readme_block(scale, table(summary, meta))
 
 
 if __name__ == "__main__":

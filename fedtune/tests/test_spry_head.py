@@ -129,3 +129,17 @@ def test_warm_head_loads_from_a_checkpoint_and_probe_trains_only_the_head(tiny_d
         _bert(tiny_dir, head_init=str(tmp_path / "wrong.pt"))
     with pytest.raises(ConfigError, match="cannot read"):
         _bert(tiny_dir, head_init=str(tmp_path / "missing.pt"))
+
+
+def test_paper_example_holds_the_authors_configuration():
+    from pathlib import Path
+
+    from fedtune.config import load_experiment
+
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "examples" / "spry_mr_paper.toml")
+    algo = SpryParams(**{k: v for k, v in exp.algorithm.model_dump().items() if k != "name"})
+    assert algo.share_head is False and algo.jvp_dropout is True and algo.weight_decay == 0.01
+    assert (algo.optimizer, algo.lr, algo.num_tangents) == ("adamw", 1e-4, 1)
+    assert algo.max_steps is None and algo.local_epochs == 1  # one full local epoch
+    assert exp.model.options == {"peft": "lora", "r": 1, "lora_alpha": 1, "lora_dropout": 0.1}
+    assert exp.data.name == "mr" and exp.server.name == "fedyogi"

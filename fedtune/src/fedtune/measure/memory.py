@@ -14,7 +14,8 @@ Methods: ``inference`` (a forward pass under ``no_grad``), ``backprop`` (reverse
 gradient of every trainable tensor, then AdamW), ``fedfgd`` (forward gradient over every
 trainable tensor, then AdamW) and ``spry`` (forward gradient over one client's share of
 the layer groups plus the head, then AdamW; Panchal et al., NeurIPS 2024,
-arXiv 2405.15551). Each runs in its own subprocess so no allocator state carries over.
+arXiv 2405.15551) and ``spry_exact`` (the same share, the head's gradient exact from the
+same pass: :func:`fedtune.grad.exact_head_gradient`). Each runs in its own subprocess so no allocator state carries over.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-METHODS = ("inference", "backprop", "fedfgd", "spry")
+METHODS = ("inference", "backprop", "fedfgd", "spry", "spry_exact")
 
 
 class TensorMemoryTracker(TorchDispatchMode):
@@ -150,7 +151,8 @@ def _time_pass(model: nn.Module, data: dict[str, Tensor], method: str, params: d
                chunk: int | None, seed: int, num_tangents: int, repeats: int = 3) -> float:
     """Least wall seconds of ``repeats`` gradient (or inference) passes outside the tracker; CPU contention
     makes absolute times drift, so compare methods of the same run as ratios."""
-    from fedtune.grad import backprop_gradient, forward_gradient, model_loss
+    from fedtune.grad import backprop_gradient, exact_head_gradient, forward_gradient, model_loss
+    from fedtune.models.hf import head_names
 
     loss_fn = model_loss(model, data, loss_chunk_size=chunk)
     best = math.inf
@@ -161,6 +163,8 @@ def _time_pass(model: nn.Module, data: dict[str, Tensor], method: str, params: d
                 loss_fn({})
         elif method == "backprop":
             backprop_gradient(loss_fn, params)
+        elif method == "spry_exact":
+            exact_head_gradient(loss_fn, params, head_names(model), seed=seed, keys=(0, 0, 1), num_tangents=num_tangents)
         else:
             forward_gradient(loss_fn, params, seed=seed, keys=(0, 0, 1), num_tangents=num_tangents)
         best = min(best, time.perf_counter() - start)
@@ -212,8 +216,8 @@ def measure_step(
     times one more pass outside the tracker (``pass_seconds``).
     """
     from fedtune.data.base import DatasetInfo
-    from fedtune.grad import backprop_gradient, forward_gradient, model_loss
-    from fedtune.models.hf import build_hf_model
+    from fedtune.grad import backprop_gradient, exact_head_gradient, forward_gradient, model_loss
+    from fedtune.models.hf import build_hf_model, head_names
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -224,7 +228,7 @@ def measure_step(
     vocab = model.model.config.vocab_size
     data = _batch(task, vocab, num_classes, batch, seq, seed)
     trainables = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if method == "spry":
+    if method in ("spry", "spry_exact"):
         names = client_share(model, clients)
     elif method in ("backprop", "fedfgd"):
         names = list(trainables)
@@ -252,6 +256,10 @@ def measure_step(
             with tracker.phase("pass"):
                 if method == "backprop":
                     loss, grads = backprop_gradient(loss_fn, params)
+                elif method == "spry_exact":
+                    est = exact_head_gradient(loss_fn, params, head_names(model), seed=seed, keys=(0, 0, 0),
+                                              num_tangents=num_tangents)
+                    loss, grads = est.loss, est.grads
                 else:
                     est = forward_gradient(loss_fn, params, seed=seed, keys=(0, 0, 0), num_tangents=num_tangents)
                     loss, grads = est.loss, est.grads
@@ -262,7 +270,8 @@ def measure_step(
             with tracker.phase("optimizer"):
                 optimizer.step()
             grad_bytes = _bytes(params.values())
-            tangent_bytes = grad_bytes if method != "backprop" else 0
+            head_bytes = _bytes(params[n] for n in head_names(model)) if method == "spry_exact" else 0
+            tangent_bytes = grad_bytes - head_bytes if method != "backprop" else 0
             opt_bytes = _bytes(t for s in optimizer.state.values() for t in s.values() if isinstance(t, Tensor))
             pass_peak = tracker.phases["pass"]["peak_above_start"]
             breakdown = {
