@@ -5,6 +5,8 @@ result or a recorded failure.
 Backends are registered by name (``[backend] name = ...`` in an experiment):
 
 - ``inprocess``: clients one after another on the server's own worker (the default);
+- ``vmap``: the round's clients trained together, vectorized over clients with
+  ``torch.func.vmap`` (small models; :mod:`fedtune.engine.vmap_backend`);
 - ``ray``: clients on Ray actors, on this machine or a cluster (:mod:`fedtune.engine.ray_backend`);
 - ``flower``: clients as Flower ClientApps, in Flower's simulation runtime or on the
   SuperNodes of a real federation (:mod:`fedtune.deploy.backend`).
@@ -70,6 +72,13 @@ class InProcessBackend(Backend):
 
     def run(self, tasks: list[ClientTask], global_state: State, states: dict[int, ClientState | None]) -> list[ClientRun]:
         return [self.worker.run(task, global_state, states.get(task.client_id)) for task in tasks]
+
+
+@BACKENDS.register("vmap")
+def _vmap_backend(exp: Experiment, worker: ClientWorker) -> Backend:
+    from fedtune.engine.vmap_backend import VmapBackend  # imports the algorithms it knows
+
+    return VmapBackend(exp, worker)
 
 
 @BACKENDS.register("ray")
