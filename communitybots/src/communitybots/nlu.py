@@ -30,10 +30,12 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import yaml
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion, make_pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
+from sklearn.utils.extmath import softmax
 
 from communitybots.spec import FAQItem, NLUConfig, Survey, Topic
 
@@ -113,6 +115,77 @@ def stem(word: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# TF-IDF of one message, without scikit-learn's per-call overhead
+
+
+class SparseTfidf:
+    """The ``transform`` of a fitted ``TfidfVectorizer`` for one text, as (sorted feature
+    indices, values).
+
+    scikit-learn's ``transform`` validates its input, builds the analyzer and a sparse
+    matrix on every call: about 1 ms for one short message, several times the arithmetic.
+    This keeps the vectorizer's own analyzer, vocabulary and idf and repeats its steps in
+    its order of operations (counts -> ``log(tf) + 1`` when sublinear -> times idf -> each
+    value divided by the L2 norm summed in index order), so the values are bit-for-bit
+    those of ``TfidfVectorizer.transform`` (Salton & Buckley 1988 weighting, as there).
+    """
+
+    def __init__(self, vectorizer: TfidfVectorizer):
+        if vectorizer.norm != "l2" or not vectorizer.use_idf or vectorizer.binary:
+            raise ValueError("SparseTfidf needs an l2-normalised, idf-weighted, non-binary "
+                             "TfidfVectorizer")
+        self._analyze = vectorizer.build_analyzer()
+        self._vocabulary: dict[str, int] = vectorizer.vocabulary_
+        self._idf: np.ndarray = vectorizer.idf_
+        self._sublinear = bool(vectorizer.sublinear_tf)
+        self.n_features = len(self._vocabulary)
+
+    def vector(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, values) of the text's TF-IDF row; both empty when no feature is known."""
+        counts: dict[int, int] = {}
+        vocabulary = self._vocabulary
+        for feature in self._analyze(text):
+            j = vocabulary.get(feature)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        order = sorted(counts)
+        indices = np.array(order, dtype=np.int32)
+        values = np.array([counts[j] for j in order], dtype=np.float64)
+        if self._sublinear:
+            np.log(values, values)
+            values += 1.0
+        values *= self._idf[indices]
+        total = 0.0
+        for v in values.tolist():  # sequential, as scikit-learn's row normalisation
+            total += v * v
+        if total != 0.0:
+            values /= math.sqrt(total)
+        return indices, values
+
+    def mapping(self, text: str) -> dict[int, float]:
+        """The row as {feature index: value} (for dot products with another row)."""
+        indices, values = self.vector(text)
+        return dict(zip(indices.tolist(), values.tolist(), strict=True))
+
+    def dot(self, text: str, other: dict[int, float]) -> float:
+        """The dot product of the text's row with ``other`` (a :meth:`mapping`), summed in
+        the text's index order as scipy's sparse product does."""
+        indices, values = self.vector(text)
+        total = 0.0
+        for j, v in zip(indices.tolist(), values.tolist(), strict=True):
+            w = other.get(j)
+            if w is not None:
+                total += v * w
+        return total
+
+    def row(self, text: str) -> sp.csr_array:
+        """The row as a 1 x n_features CSR array (the type ``transform`` returns)."""
+        indices, values = self.vector(text)
+        return sp.csr_array((values, indices, np.array([0, len(indices)], dtype=np.int32)),
+                            shape=(1, self.n_features))
+
+
+# ---------------------------------------------------------------------------------------
 # Vocabulary: word rarity and a character model for gibberish
 
 
@@ -142,6 +215,9 @@ class Vocabulary:
             known.update(words(text))
         self.known = frozenset(known)
         self._train_chars(sorted(self.known))
+        #: word -> is_gibberish_word (a pure function of the word): most messages reuse
+        #: the same few hundred words; cleared when it grows past _MEMO_WORDS entries
+        self._gibberish_memo: dict[str, bool] = {}
 
     def _train_chars(self, vocab: list[str]) -> None:
         counts = np.ones((27, 27))
@@ -167,8 +243,16 @@ class Vocabulary:
 
     def is_gibberish_word(self, word: str) -> bool:
         """Whether an alphabetic token looks like key-mashing rather than a word."""
+        found = self._gibberish_memo.get(word)
+        if found is None:
+            if len(self._gibberish_memo) >= _MEMO_WORDS:
+                self._gibberish_memo.clear()
+            found = self._gibberish_memo[word] = self._is_gibberish_word(word)
+        return found
+
+    def _is_gibberish_word(self, word: str) -> bool:
         w = word.replace("'", "")
-        if re.search(r"(.)\1{3,}", w) or re.fullmatch(r"(.{1,3})\1{2,}", w):
+        if _REPEATED_CHAR.search(w) or _REPEATED_SHORT.fullmatch(w):
             return True
         if w in self.known:
             return False
@@ -176,9 +260,9 @@ class Vocabulary:
             return len(w) == 2  # an unknown two-letter token ("xq") is noise; letters pass
         if _LAUGH.fullmatch(w):
             return False
-        if len(w) >= 6 and re.fullmatch(r"(.{2,4})\1+", w):
+        if len(w) >= 6 and _REPEATED_PATTERN.fullmatch(w):
             return True
-        if len(w) >= 4 and not re.search(r"[aeiouy]", w):
+        if len(w) >= 4 and not _VOWEL.search(w):
             return True
         if _keyboard_run(w) >= 4:
             return True
@@ -186,6 +270,11 @@ class Vocabulary:
 
 
 _LAUGH = re.compile(r"(?:ha|he|hi|ah|lo)+[hl]?")
+_REPEATED_CHAR = re.compile(r"(.)\1{3,}")
+_REPEATED_SHORT = re.compile(r"(.{1,3})\1{2,}")
+_REPEATED_PATTERN = re.compile(r"(.{2,4})\1+")
+_VOWEL = re.compile(r"[aeiouy]")
+_MEMO_WORDS = 50_000
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 _KEYPOS = {c: (r, i) for r, row in enumerate(_ROWS) for i, c in enumerate(row)}
 
@@ -225,16 +314,17 @@ class TfidfRelevance:
         self._vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
                                     lowercase=True, stop_words=None)
         self._vec.fit([normalize(t) for t in corpus])
-        self._ref: dict[str, object] = {}
+        self._tfidf = SparseTfidf(self._vec)
+        self._ref: dict[str, dict[int, float]] = {}  # one per question of the survey
 
     def score(self, text: str, reference: str) -> float:
-        if reference not in self._ref:
-            self._ref[reference] = self._vec.transform([normalize(reference)])
+        ref = self._ref.get(reference)
+        if ref is None:
+            ref = self._ref[reference] = self._tfidf.mapping(normalize(reference))
         content = " ".join(w for w in words(text) if w not in _STOP)
         if not content:
             return 0.0
-        a = self._vec.transform([content])
-        cos = float((a @ self._ref[reference].T).toarray()[0, 0])
+        cos = self._tfidf.dot(content, ref)
         return max(0.0, min(1.0, cos / 0.3))
 
 
@@ -473,6 +563,36 @@ def _trained_classifier(seed_path: str | None) -> object:
     return model
 
 
+class _OneTextProba:
+    """``pipeline.predict_proba([text])[0]`` of the trained intent classifier, bit-for-bit,
+    without scikit-learn's per-call validation: the two TF-IDF rows (:class:`SparseTfidf`)
+    side by side as ``FeatureUnion`` stacks them, the same sparse product with the
+    coefficients plus the intercepts, and the softmax of multinomial logistic regression
+    (a two-class model, whose probabilities are not a softmax, goes through scikit-learn)."""
+
+    def __init__(self, pipeline: Pipeline):
+        union, logistic = pipeline.steps[0][1], pipeline.steps[-1][1]
+        self._pipeline = pipeline
+        self._parts = [SparseTfidf(vectorizer) for _, vectorizer in union.transformer_list]
+        self._offsets = np.cumsum([0] + [p.n_features for p in self._parts])
+        self._coef_t = logistic.coef_.T
+        self._intercept = logistic.intercept_
+        self._multinomial = len(logistic.classes_) > 2
+
+    def __call__(self, text: str) -> np.ndarray:
+        if not self._multinomial:
+            return self._pipeline.predict_proba([text])[0]
+        rows = [part.vector(text) for part in self._parts]
+        indices = np.concatenate([idx + off for (idx, _), off in zip(rows, self._offsets,
+                                                                        strict=False)])
+        values = np.concatenate([v for _, v in rows])
+        x = sp.csr_array((values, indices.astype(np.int32),
+                          np.array([0, len(indices)], dtype=np.int32)),
+                         shape=(1, int(self._offsets[-1])))
+        scores = x @ self._coef_t + self._intercept
+        return softmax(scores, copy=False)[0]
+
+
 _SKIP_COMMANDS = {"skip", "next", "pass", "skip this", "skip it", "next topic", "skip topic",
                   "next question", "skip question", "move on", "next please", "skip please"}
 _STOP_COMMANDS = {"stop", "quit", "exit", "end", "bye", "goodbye", "cancel", "end chat",
@@ -531,6 +651,7 @@ class IntentClassifier:
         self.threshold = threshold
         self.long_answer_words = long_answer_words
         self.model = _trained_classifier(str(seeds) if seeds else None)
+        self._proba = _OneTextProba(self.model)
         self._targets = self._index_targets(survey)
 
     @staticmethod
@@ -607,7 +728,7 @@ class IntentClassifier:
         alpha = [w for w in toks if len(w) > 1]
         if alpha and all(self.vocab.is_gibberish_word(w) for w in alpha):
             return IntentResult(Intent.GIBBERISH, 1.0, "key_mash")
-        probs = self.model.predict_proba([norm])[0]
+        probs = self._proba(norm)
         k = int(np.argmax(probs))
         predicted = Intent(self.model.classes_[k])
         conf = float(probs[k])
@@ -653,9 +774,10 @@ class FAQMatcher:
         examples = [normalize(e) for item in self.items for e in item.examples]
         self._vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
         self._x = self._vec.fit_transform(examples)
+        self._tfidf = SparseTfidf(self._vec)
 
     def match(self, text: str) -> tuple[FAQItem | None, float]:
-        sims = (self._vec.transform([normalize(text)]) @ self._x.T).toarray()[0]
+        sims = (self._tfidf.row(normalize(text)) @ self._x.T).toarray()[0]
         k = int(np.argmax(sims))
         if sims[k] < self.min_similarity:
             return None, float(sims[k])
