@@ -6,6 +6,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -20,6 +21,7 @@ from rich.markup import escape
 from fedtune.config import ConfigError, load_experiment
 from fedtune.data.partition import PARTITIONERS
 from fedtune.deploy.cli import flower_app
+from fedtune.errors import RunInterrupted
 from fedtune.measure.cli import bench_app
 from fedtune.registry import UnknownNameError
 
@@ -85,6 +87,13 @@ def friendly_errors(fn: Callable) -> Callable:
             fail(str(err), 2)
         except RunError as err:
             fail(str(err), 1)
+        except RunInterrupted as stop:
+            err_console.print(
+                f"interrupted after round {stop.round} of {stop.rounds}; report: {stop.run_dir / 'report.md'}\n"
+                f"continue with: fedtune run --resume {shlex.quote(str(stop.run_dir))}",
+                highlight=False, soft_wrap=True, markup=False,
+            )
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -160,7 +169,12 @@ def run_sweep(
         console.print(f"[{next(todo)}] {grids.setting_label(point.setting)} seed {point.seed}: {how} -> {exp.run_dir()}", highlight=False)
         return run_experiment(exp, resume=how == "resume", overwrite=how == "overwrite", progress=not quiet).metrics
 
-    results = grids.run_grid(points, one, overwrite)
+    try:
+        results = grids.run_grid(points, one, overwrite)
+    except RunInterrupted as stop:
+        err_console.print(f"interrupted after round {stop.round} of {stop.rounds} of {stop.run_dir}; run the same command again to continue the grid",
+                          highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(130) from None
     done = sum(how == "done" for _, _, how in results)
     rows, best = grids.summarize_grid([(p, m) for p, m, _ in results], metric)
     path = grids.write_sweep(root, rows, best, metric)

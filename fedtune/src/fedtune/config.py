@@ -174,8 +174,57 @@ class Experiment(Strict):
     def run_dir(self) -> Path:
         return Path(self.output or f"runs/{self.name}")
 
+    def resolved(self) -> dict[str, Any]:
+        """Every setting as the run uses it: the tables as given, with the defaults of the
+        algorithm's ``Params``, the server optimizer's ``Params`` and the model builder's
+        options (PEFT settings of ``hf:`` models included) filled in. Loading it back
+        gives the same experiment; values that are None (unset) are left out, as TOML has
+        no null."""
+        raw = self.model_dump(mode="json", exclude_none=True)
+        try:
+            algorithm = ALGORITHMS.get(self.algorithm.name)
+            params = algorithm.Params(**self.algorithm.hyperparameters()).model_dump(mode="json")
+            raw["algorithm"] = {"name": self.algorithm.name, **_plain(params)}
+        except (UnknownNameError, ValidationError):
+            pass  # not validated (load_experiment refuses it): as given
+        try:
+            server = SERVER_OPTIMIZERS.get(self.server.name).parse_params(None, self.server.arguments())
+            raw["server"] = {"name": self.server.name, **_plain(server.model_dump(mode="json"))}
+        except (UnknownNameError, ConfigError):
+            pass
+        try:
+            defaults = _builder_defaults(MODELS.get(self.model.name))
+            raw["model"]["options"] = {**defaults, **raw["model"].get("options", {})}
+        except (UnknownNameError, ConfigError):
+            pass
+        return raw
+
     def to_toml(self) -> str:
-        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+        """The resolved experiment (:meth:`resolved`) as TOML: what a run folder's ``config.toml`` holds."""
+        return tomli_w.dumps(self.resolved())
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with None left out (TOML has no null) and tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value if v is not None]
+    return value
+
+
+def _builder_defaults(builder: Any) -> dict[str, Any]:
+    """The options a model builder takes, with their defaults (TOML-writable ones only)."""
+    import inspect
+
+    out = {}
+    for name, param in inspect.signature(builder).parameters.items():
+        default = param.default
+        if name == "info" or default is inspect.Parameter.empty or default is None:
+            continue
+        if isinstance(default, bool | int | float | str) or (isinstance(default, list | tuple) and all(isinstance(v, bool | int | float | str) for v in default)):
+            out[name] = list(default) if isinstance(default, tuple) else default
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

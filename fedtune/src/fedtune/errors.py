@@ -28,6 +28,15 @@ class RunError(RuntimeError):
     """A run cannot go on (too many failed clients, a non-finite global model)."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run after a finished round: its metrics, checkpoint and report are
+    written and ``fedtune run --resume run_dir`` continues it."""
+
+    def __init__(self, run_dir, round: int, rounds: int, metrics: list | None = None) -> None:
+        super().__init__(f"interrupted after round {round} of {rounds}")
+        self.run_dir, self.round, self.rounds, self.metrics = run_dir, round, rounds, list(metrics or [])
+
+
 def format_validation_error(err: ValidationError, accepted: Iterable[str] | None = None, prefix: str = "") -> str:
     """Every problem of a pydantic error as ``prefix + field.path: message``, joined by
     ``; `` (one line, all of them: a user fixes everything in one go).
@@ -47,4 +56,4 @@ def _problem(error, accepted: Iterable[str] | None) -> str:
     return f"{loc}: {msg}"
 
 
-__all__ = ["ConfigError", "RunError", "UnknownNameError", "format_validation_error"]
+__all__ = ["ConfigError", "RunError", "RunInterrupted", "UnknownNameError", "format_validation_error"]

@@ -13,10 +13,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from torch import nn
 
 from fedtune.algorithms import ALGORITHMS, Algorithm, ClientResult, ClientTask
 from fedtune.config import Experiment, load_experiment, parse_override
@@ -36,9 +41,10 @@ from fedtune.engine.devices import resolve_device
 from fedtune.engine.federation import Federation
 from fedtune.engine.sampling import sample_clients
 from fedtune.engine.worker import ClientWorker
-from fedtune.errors import ConfigError, RunError
+from fedtune.errors import ConfigError, RunError, RunInterrupted
 from fedtune.models import build_model
-from fedtune.models.base import State, get_trainable
+from fedtune.models.base import State, get_trainable, set_trainable
+from fedtune.records import export_model, run_header
 from fedtune.seeding import seed_global_rng
 from fedtune.server import new_optimizer
 
@@ -190,6 +196,11 @@ class Run:
         keys = sorted({k for r in results for k in r.metrics if k != "loss"})
         return {f"client_{k}": {str(r.client_id): r.metrics[k] for r in results if k in r.metrics} for k in keys}
 
+    def final_model(self) -> nn.Module:
+        """The model holding the global trainable state (what :func:`export_model` writes)."""
+        set_trainable(self.model, self.global_state)
+        return self.model
+
     def evaluate(self, rnd: int) -> dict[str, float]:
         client = self.worker.client
         model = client.global_model(self.model, self.global_state)
@@ -240,6 +251,30 @@ class Run:
 ProgressFn = Callable[[int, dict], None]
 
 
+class StopRequest:
+    """Ctrl-C during the rounds asks the loop to stop after the current round (its metrics,
+    a checkpoint and the report are written); a second Ctrl-C stops at once. Outside the
+    main thread (where Python delivers no signal) it changes nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C raises KeyboardInterrupt
+        print("\nstopping after this round (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopRequest:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)  # the handler from before the rounds
+
+
 def _read_metrics(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -277,9 +312,14 @@ def run_experiment(
     run = Run(exp, fed)  # builds everything, and starts the backend, before a single file is written
     run.start()
     trackers = []
+    metrics: list[dict] = []
+    interrupted: RunInterrupted | None = None
     try:
         trackers = open_trackers(exp)  # [log]: a missing package is one line here
         metrics = _run_rounds(run, exp, resume, overwrite, progress, extended_from, trackers)
+        export_model(run.final_model(), run_dir)
+    except RunInterrupted as stop:  # Ctrl-C: the rounds that ran are saved; report them too
+        metrics, interrupted = stop.metrics, stop
     finally:
         run.close()
         for tracker in trackers:
@@ -288,6 +328,8 @@ def run_experiment(
         from fedtune.report import write_run_report
 
         write_run_report(run_dir, exp, metrics)
+    if interrupted is not None:
+        raise interrupted
     return RunResult(run_dir, metrics, exp)
 
 
@@ -309,27 +351,32 @@ def _run_rounds(run: Run, exp: Experiment, resume: bool, overwrite: bool, progre
     elif run_dir.exists() and overwrite:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(exp.to_toml())
+    config = run_dir / CONFIG_FILE
+    previous = config.read_text() if resume and config.exists() else None
+    config.write_text(run_header(exp.model.name, previous) + exp.to_toml())
     with metrics_path.open("w") as fh:  # rewrite: drops rounds after the checkpoint we resumed from
         for m in metrics:
             fh.write(json.dumps(m) + "\n")
 
     bar = _ProgressBar(exp, first) if progress is True else None
     try:
-        for rnd in range(first, exp.rounds + 1):
-            record = _round_floats(run.round(rnd))
-            metrics.append(record)
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            for tracker in trackers:
-                tracker.log_round(rnd, record)
-            every = exp.checkpoint.every
-            if rnd == exp.rounds or (every and rnd % every == 0):
-                run.checkpoint(run_dir, rnd)
-            if bar is not None:
-                bar.update(rnd, record)
-            elif callable(progress):
-                progress(rnd, record)
+        with StopRequest() as stop:
+            for rnd in range(first, exp.rounds + 1):
+                record = _round_floats(run.round(rnd))
+                metrics.append(record)
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                for tracker in trackers:
+                    tracker.log_round(rnd, record)
+                every = exp.checkpoint.every
+                if rnd == exp.rounds or (every and rnd % every == 0) or stop.requested:
+                    run.checkpoint(run_dir, rnd)
+                if bar is not None:
+                    bar.update(rnd, record)
+                elif callable(progress):
+                    progress(rnd, record)
+                if stop.requested and rnd < exp.rounds:
+                    raise RunInterrupted(run_dir, rnd, exp.rounds, metrics)
     finally:
         if bar is not None:
             bar.close()
