@@ -106,13 +106,17 @@ def move(public_id: str, body: MoveIn, admin: CurrentAdmin, db: DB, study: Curre
 
 def _snapshot(app: FastAPI, request: Request, public_id: str, after: int,
               beat: bool) -> dict[str, Any] | None:
-    """One read of the console's data (None: the login is no longer valid)."""
+    """One read of the console's data (None: the login is no longer valid; ``gone``:
+    the conversation was deleted meanwhile)."""
     with app.state.sessions() as db:
         try:
             admin = current_admin(request, db)
         except NotAuthenticated:
             return None
-        participant = _conversation(db, public_id)
+        try:
+            participant = _conversation(db, public_id)
+        except HTTPException:
+            return {"gone": True}
         if beat:
             wizard.renew(db, admin, participant.id, utcnow())
             wizard.seen(db, admin)  # commits the renewal too
@@ -137,8 +141,8 @@ async def stream(request: Request, public_id: str, _admin: CurrentAdmin) -> Stre
             last_beat = now if beat else last_beat
             snap = await run_in_threadpool(_snapshot, request.app, request, public_id,
                                            after, beat)
-            if snap is None:
-                yield "event: expired\ndata: {}\n\n"
+            if snap is None or snap.get("gone"):
+                yield f"event: {'expired' if snap is None else 'gone'}\ndata: {{}}\n\n"
                 return
             state = {k: v for k, v in snap.items() if k != "items"}
             if snap["items"] or state != last_state:

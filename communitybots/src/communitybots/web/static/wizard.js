@@ -240,6 +240,7 @@
       root.dataset.ready = "true";
     };
     source.addEventListener("expired", () => { source.close(); loginLost(); });
+    source.addEventListener("gone", () => { source.close(); showError("This conversation has been deleted."); });
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) loginLost();
     };
