@@ -1,9 +1,10 @@
 """Wizard-of-Oz conversations: a signed-in researcher (the operator) answers as the team.
 
 The participant's page is the one of the multi-agent condition; the replies come from the
-operator console (``routers/wizard.py``). The CommunityBots study itself was designed
-through such a study (Jiang et al., CSCW 2023, §3): here the CTM still runs beside the
-operator, so each human decision is stored next to the automatic one.
+operator console (``routers/wizard.py``). CommunityBots (Jiang et al., CSCW 2023) was
+designed through such a study, its study app having an operator screen to type as any
+chatbot; here the CTM still runs beside the operator, so each human decision is stored
+next to the automatic one.
 
 - A participant message is analysed and stored as in the other conditions, and the CTM
   computes its step, but the step is *not* committed: its new state, replies and events
