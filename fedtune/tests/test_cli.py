@@ -81,7 +81,11 @@ def test_datasets_list_and_show(tmp_path):
     assert listed.exit_code == 0 and "mnist" in listed.output
     shown = runner.invoke(app, ["datasets", "show", "digits", "--partition", "dirichlet", "--alpha", "0.3", "--clients", "5", "--out", str(tmp_path)])
     assert shown.exit_code == 0, shown.output
-    assert (tmp_path / "digits_dirichlet_labels.png").exists()
+    assert (tmp_path / "digits_dirichlet_a0.3_5c_seed0_labels.png").exists()  # named after the partition: no overwrite
+    assert "1797 examples (train" in shown.output and "label skew" in shown.output
+    assert "empty" not in shown.output
+    other = runner.invoke(app, ["datasets", "show", "digits", "--partition", "iid", "--clients", "5", "--out", str(tmp_path)])
+    assert other.exit_code == 0 and (tmp_path / "digits_iid_5c_seed0_labels.png").exists()
     bad = runner.invoke(app, ["datasets", "show", "digits", "--alpha", "0"])
     assert bad.exit_code == 2 and "alpha" in bad.output
 
@@ -199,3 +203,43 @@ def test_rounds_seconds_and_mb_to_target_by_hand():
     assert summarize("r", metrics, target=0.5)["rounds_to_target"] == 2
     never = summarize("r", metrics, target=0.9)
     assert never["rounds_to_target"] is None and never["mb_to_target"] is None
+
+
+def test_datasets_show_warns_about_empty_validation_and_test_splits(tmp_path):
+    shown = runner.invoke(app, ["datasets", "show", "digits", "--partition", "dirichlet", "--alpha", "0.1", "--clients", "200",
+                                "--out", str(tmp_path), "--max-rows", "1"])
+    assert shown.exit_code == 0, shown.output
+    warnings = [line for line in shown.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and "empty val split" in warnings[0] and "empty test split" in warnings[1]
+    assert "raise data.val_fraction" in warnings[0]
+
+
+def test_version_and_short_help():
+    import fedtune
+
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith(f"fedtune {fedtune.__version__} (torch ")
+    assert runner.invoke(app, ["-h"]).exit_code == 0 and "--version" in runner.invoke(app, ["-h"]).output
+    assert "--seeds" in runner.invoke(app, ["run", "-h"]).output
+
+
+def test_bench_memory_tables_are_whole_when_piped():
+    import io
+
+    from rich.console import Console
+
+    from fedtune.measure.cli import print_memory
+
+    step = {"peak_above_model": 3 * 2**20, "rss_peak": 500 * 2**20, "rss_peak_above_load": 40 * 2**20, "weights": 90 * 2**20,
+            "breakdown": {"activations": 2**20, "gradients": 2**20, "tangents": None, "optimizer_state": 2**20}}
+    results = [{"method": "backprop", **step}, {"method": "inference", **step}, {"method": "spry_per_iteration", **step}]
+    summary = {"model": "minilm", "batch": 16, "seq": 128, "results": results,
+               "ratios": {"spry_per_iteration/backprop": 0.25, "spry_per_iteration/inference": 1.5}}
+    out = io.StringIO()
+    print_memory(summary, Console(file=out, width=160))
+    text = out.getvalue()
+    for header in ("peak above model", "activations", "gradients", "tangents", "optimizer", "peak RSS", "RSS above load"):
+        assert header in text
+    assert "spry_per_iteration" in text and "…" not in text  # no column cut
+    ratio_line = next(line for line in text.splitlines() if line.strip("│ ").startswith("spry_per_iteration") and "0.250" in line)
+    assert "1.500" in ratio_line

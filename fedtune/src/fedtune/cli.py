@@ -30,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 datasets_app = typer.Typer(help="List datasets and inspect partitions.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
@@ -60,6 +61,23 @@ PluginOption = Annotated[
     list[str] | None,
     typer.Option("--plugin", "-p", help="import a module (or .py file) registering your own algorithms, server optimizers, datasets, models"),
 ]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import torch
+
+        import fedtune
+
+        console.print(f"fedtune {fedtune.__version__} (torch {torch.__version__})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    pass  # the options of the fedtune command itself; its help is the app's
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -329,13 +347,18 @@ def datasets_show(
     """Per-client example counts of a partition, and a label-distribution plot."""
     from rich.table import Table
 
+    from fedtune.config import DataConfig, apply_overrides, format_validation_error
+    from fedtune.data import load_federated
+    from fedtune.data.show import (
+        describe,
+        empty_splits,
+        partition_label,
+        plot_label_distribution,
+        summarize,
+    )
     from fedtune.plugins import load_plugins
 
     load_plugins(plugin or [])
-
-    from fedtune.config import DataConfig, apply_overrides, format_validation_error
-    from fedtune.data import load_federated
-    from fedtune.data.show import describe, plot_label_distribution
 
     raw = apply_overrides({"name": name, "partition": partition, "alpha": alpha, "num_clients": clients, "options": {}}, [f"options.{o}" for o in option or []])
     try:
@@ -352,7 +375,21 @@ def datasets_show(
     console.print(table)
     if len(rows) > max_rows:
         console.print(f"... {len(rows) - max_rows} more clients")
-    path = plot_label_distribution(fed, out / f"{name}_{partition}_labels.png")
+    stats = summarize(fed)
+    console.print(
+        f"{stats['examples']} examples (train {stats['train']}, val {stats['val']}, test {stats['test']}); per client "
+        f"min {stats['min_per_client']}, median {stats['median_per_client']:g}, max {stats['max_per_client']}"
+        + (f"; label skew {stats['label_skew']} (mean total-variation distance to the pooled labels)" if "label_skew" in stats else ""),
+        highlight=False,
+    )
+    for split, ids in empty_splits(fed).items():
+        if ids:
+            shown = ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+            err_console.print(f"warning: {len(ids)} of {fed.num_clients} clients have an empty {split} split: {shown}; "
+                              f"raise data.{split}_fraction or use fewer clients", highlight=False, markup=False, soft_wrap=True)
+    alpha_text = f", α {alpha:g}" if partition == "dirichlet" else ""
+    path = plot_label_distribution(fed, out / f"{name}_{partition_label(partition, alpha, fed.num_clients, seed)}_labels.png",
+                                   title=f"{partition} partition{alpha_text}")
     console.print(f"plot: {path}")
 
 

@@ -121,13 +121,29 @@ def summarize(fed: FederatedDataset) -> dict[str, float | int | str]:
     return out
 
 
+def empty_splits(fed: FederatedDataset) -> dict[str, list[int]]:
+    """The clients whose validation or test split is empty (``{"val": [...], "test": [...]}``):
+    early stopping has nothing to watch there, and the personalized figure nothing to test."""
+    return {
+        "val": [i for i, c in enumerate(fed.clients) if len(c.val) == 0],
+        "test": [i for i, c in enumerate(fed.clients) if len(c.test) == 0],
+    }
+
+
+def partition_label(partition: str, alpha: float, clients: int, seed: int) -> str:
+    """``dirichlet_a0.3_100c_seed0``: a partition as a file-name part (α only for dirichlet)."""
+    a = f"_a{alpha:g}" if partition == "dirichlet" else ""
+    return f"{partition}{a}_{clients}c_seed{seed}"
+
+
 def plot_label_distribution(
-    fed: FederatedDataset, path: str | Path, max_clients: int = 100, max_classes: int = 10
+    fed: FederatedDataset, path: str | Path, max_clients: int = 100, max_classes: int = 10, title: str | None = None
 ) -> Path:
     """Save stacked bars of each client's examples per class to ``path`` (PNG, SVG, PDF).
 
     At most ``max_clients`` clients (the first ones) are drawn; beyond ``max_classes``
-    the least frequent classes are merged into "other".
+    the least frequent classes are merged into "other". ``title``: what the figure's title
+    adds after the dataset's name (its partition).
     """
     import matplotlib
 
@@ -160,7 +176,7 @@ def plot_label_distribution(
         bottom += matrix[:, k]
     ax.set_xlabel("client")
     ax.set_ylabel("examples")
-    ax.set_title(f"{fed.info.name}: examples per client and class ({fed.num_clients} clients)")
+    ax.set_title(f"{fed.info.name}{', ' + title if title else ''}: examples per client and class ({fed.num_clients} clients)")
     ax.legend(title="class", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize="small")
     fig.tight_layout()
     path = Path(path)
@@ -170,4 +186,4 @@ def plot_label_distribution(
     return path
 
 
-__all__ = ["ClientSummary", "client_summaries", "describe", "plot_label_distribution", "summarize"]
+__all__ = ["ClientSummary", "client_summaries", "describe", "empty_splits", "partition_label", "plot_label_distribution", "summarize"]

@@ -53,13 +53,32 @@ def memory(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"one client step: {model}, batch {batch}, seq {seq} (MiB)")
+    print_memory(summary, Console(width=160) if not Console().is_terminal else Console())
+
+
+def print_memory(summary: dict, console: Console) -> None:
+    """The measured steps as a table and the ratios as a second one. Piped output gets a
+    console wide enough for every column (rich's default of 80 would cut them)."""
+    results = summary["results"]
+    table = Table(title=f"one client step: {summary['model']}, batch {summary['batch']}, seq {summary['seq']} (MiB)")
     for col in ("method", "peak above model", "activations", "gradients", "tangents", "optimizer", "peak RSS", "RSS above load"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for res in results:
         b = res["breakdown"]
         table.add_row(res["method"], _mb(res["peak_above_model"]), _mb(b.get("activations")), _mb(b.get("gradients")),
                       _mb(b.get("tangents")), _mb(b.get("optimizer_state")), _mb(res["rss_peak"]), _mb(res["rss_peak_above_load"]))
-    console = Console()
     console.print(table)
-    console.print(f"weights: {_mb(results[0]['weights'])} MiB; ratios of peaks: {summary['ratios']}")
+    console.print(f"weights: {_mb(results[0]['weights'])} MiB")
+    ratio_rows: dict[str, dict[str, float]] = {}
+    for key, value in summary["ratios"].items():
+        method, ref = key.split("/")
+        ratio_rows.setdefault(method, {})[ref] = value
+    if ratio_rows:
+        refs = sorted({ref for row in ratio_rows.values() for ref in row})
+        ratio_table = Table(title="peak above model, as a multiple of")
+        ratio_table.add_column("method", no_wrap=True)
+        for ref in refs:
+            ratio_table.add_column(ref, justify="right", no_wrap=True)
+        for method, row in ratio_rows.items():
+            ratio_table.add_row(method, *(f"{row[ref]:.3f}" if ref in row else "-" for ref in refs))
+        console.print(ratio_table)
