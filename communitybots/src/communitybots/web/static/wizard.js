@@ -129,7 +129,7 @@
     topics = {};
     asAgent.textContent = "";
     asTopic.textContent = "";
-    for (const a of data.agents) { agents[a.id] = a; option(asAgent, a.id, a.avatar + " " + a.name); }
+    for (const a of data.agents) { agents[a.id] = a; option(asAgent, a.id, a.name); }
     for (const t of data.topics) { topics[t.id] = t; option(asTopic, t.id, t.title); }
   }
 
