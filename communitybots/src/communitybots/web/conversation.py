@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import and_, bindparam, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -183,8 +183,11 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
 
 
 def start(db: Session, study: Study, condition: str, assignment: str,
-          origin_group: str | None = None) -> tuple[Participant, str]:
-    """Create a consenting participant and the engine's opening turn; returns the token."""
+          origin_group: str | None = None, status: str = "chatting",
+          **columns: Any) -> tuple[Participant, str]:
+    """Create a consenting participant and the engine's opening turn; returns the token.
+    ``status`` is "pre_survey" or "tutorial" when pages come before the chat;
+    ``columns`` are further ``Participant`` columns (the recruitment panel's id)."""
     survey, ctm = study.engine(study.survey_pk, condition, db)
     state, replies, events = ctm.start(now=0.0)
     token = new_token()
@@ -192,9 +195,9 @@ def start(db: Session, study: Study, condition: str, assignment: str,
     participant = Participant(
         public_id=secrets.token_hex(8), token_hash=token_hash(token), survey_pk=study.survey_pk,
         survey_hash=study.survey_hash, survey_version=study.survey_version,
-        condition=condition, assignment=assignment, status="chatting",
+        condition=condition, assignment=assignment, status=status,
         state_json=state.to_json(), next_seq=0, next_turn=0, consented_at=now,
-        last_active_at=now, active_s=0.0, origin_group=origin_group,
+        last_active_at=now, active_s=0.0, origin_group=origin_group, **columns,
     )
     db.add(participant)
     db.flush()
@@ -251,8 +254,13 @@ def transcript(db: Session, study: Study, participant: Participant) -> dict[str,
 
 
 def _replay(db: Session, survey: Survey, participant: Participant, message: Message) -> TurnResult:
+    return _replay_turn(db, survey, participant, message.turn)
+
+
+def _replay_turn(db: Session, survey: Survey, participant: Participant, turn: int) -> TurnResult:
+    """The stored replies of ``turn`` (a retried message gets its own turn's replies)."""
     replies = db.scalars(select(Message).where(
-        Message.participant_id == participant.id, Message.turn == message.turn,
+        Message.participant_id == participant.id, Message.turn == turn,
         Message.role == "bot").order_by(Message.seq)).all()
     state = State.from_json(participant.state_json)
     return TurnResult([reply_json(survey, m) for m in replies],
@@ -264,12 +272,45 @@ def check_rate(db: Session, participant: Participant, settings: Settings, now: d
     recent = db.scalars(select(Message.created_at).where(
         Message.participant_id == participant.id, Message.role == "participant",
         Message.created_at > now - window).order_by(Message.created_at)).all()
+    _check_rate(list(recent), settings, now)
+
+
+def _check_rate(recent: list[dt.datetime], settings: Settings, now: dt.datetime) -> None:
+    """429 when ``recent`` (the participant's message times within the window, oldest
+    first) already holds ``rate_limit_messages``."""
+    window = dt.timedelta(seconds=settings.rate_limit_window_s)
     if len(recent) >= settings.rate_limit_messages:
         wait = (recent[len(recent) - settings.rate_limit_messages] + window - now).total_seconds()
         retry = max(1, int(wait + 0.999))
         raise TurnError(429, f"too many messages: at most {settings.rate_limit_messages} per "
                         f"{settings.rate_limit_window_s:g} s; try again in {retry} s",
                         retry_after=retry)
+
+
+#: one statement for the two reads of a turn: the participant's message with this
+#: idempotency key (any role: a wizard's move stores its key on a bot row) and the
+#: participant's messages within the rate-limit window (built once, so each turn only
+#: binds its values)
+_TURN_LOOKUP = (
+    select(Message.role, Message.client_id, Message.turn, Message.created_at)
+    .where(Message.participant_id == bindparam("participant_id"),
+           or_(Message.client_id == bindparam("client_id"),
+               and_(Message.role == "participant", Message.created_at > bindparam("since"))))
+    .order_by(Message.created_at)
+)
+
+
+def _turn_lookup(db: Session, participant_id: int, client_id: str, settings: Settings,
+                 now: dt.datetime) -> tuple[int | None, list[dt.datetime]]:
+    """(the turn already stored under ``client_id`` or None, the times of the
+    participant's messages within the rate-limit window, oldest first)."""
+    since = now - dt.timedelta(seconds=settings.rate_limit_window_s)
+    rows = db.execute(_TURN_LOOKUP, {"participant_id": participant_id, "client_id": client_id,
+                                     "since": since}).all()
+    stored = next((row.turn for row in rows if row.client_id == client_id), None)
+    recent = [row.created_at for row in rows
+              if row.role == "participant" and row.created_at > since]
+    return stored, recent
 
 
 def validate_message(text: str, client_id: str, settings: Settings) -> None:
@@ -297,18 +338,17 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
         if participant is None:
             raise TurnError(404, "no such session")
         survey, ctm = study.engine(participant.survey_pk, participant.condition, db)
-        stored = db.scalar(select(Message).where(Message.participant_id == participant.id,
-                                                 Message.client_id == client_id))
-        if stored is not None:
-            result = _replay(db, survey, participant, stored)
+        now = utcnow()
+        stored_turn, recent = _turn_lookup(db, participant.id, client_id, settings, now)
+        if stored_turn is not None:
+            result = _replay_turn(db, survey, participant, stored_turn)
             db.rollback()
             return result
         state = State.from_json(participant.state_json)
         if state.finished or participant.status != "chatting":
             db.rollback()
             raise TurnError(409, "the conversation has ended; no more messages are accepted")
-        now = utcnow()
-        check_rate(db, participant, settings, now)
+        _check_rate(recent, settings, now)
         active = active_seconds(participant, now)
         new_state, replies, events = ctm.step(state, text, now=active)
         analysed = next((e for e in events if e.kind == "message_analyzed"), None)
