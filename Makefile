@@ -56,7 +56,7 @@ bench: install
 	cd fedtune && ../$(BIN)/python benchmarks/run_all.py
 
 bots: install
-	$(BIN)/communitybots serve communitybots/src/communitybots/surveys/covid_daily_life.yaml
+	cd communitybots && ../$(BIN)/communitybots serve src/communitybots/surveys/covid_daily_life.yaml
 
 lint: install
 	$(BIN)/ruff check fedtune communitybots

@@ -47,7 +47,7 @@ def test_shipped_survey_has_three_agents_over_eleven_topics():
         (lambda d: d["agents"][0]["topics"][2].pop("questions"), "agents[0].topics[2].questions: Field required"),
         (lambda d: d["agents"][0]["topics"][0].update(questions=["ok", ""]),
          "agents[0].topics[0].questions: item 1 is empty"),
-        (lambda d: d["post_survey"][0].update(kind="slider"), "post_survey[0].kind: Input should be 'likert' or 'text'"),
+        (lambda d: d["post_survey"][0].update(kind="slider"), "post_survey[0].kind: Input should be 'likert', 'choice', 'text' or 'number'"),
         (lambda d: d.update(agents=[]), "agents: List should have at least 1 item"),
     ],
 )

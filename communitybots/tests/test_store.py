@@ -23,7 +23,8 @@ from communitybots.store import (
 )
 
 TABLES = {"surveys", "participants", "messages", "events", "answers", "admins",
-          "admin_sessions", "admin_devices", "throttle", "wizard_claims", "alembic_version"}
+          "admin_sessions", "admin_devices", "throttle", "wizard_claims", "audit_log",
+          "alembic_version"}
 
 
 @pytest.fixture

@@ -97,9 +97,9 @@ def load(db: Session, survey_pk: int | None = None, *,
     pcols = ["id", "public_id", "condition", "assignment", "status", "consented_at",
              "chat_finished_at", "completed_at"]
     mcols = ["participant_id", "seq", "turn", "role", "agent_id", "topic_id", "kind", "text",
-             "intent", "confidence", "created_at"] + [f"q_{p}" for p in QUALITY_PARTS]
+             "intent", "confidence", "created_at", "words"] + [f"q_{p}" for p in QUALITY_PARTS]
     ecols = ["participant_id", "seq", "turn", "kind", "reason", "agent_id", "topic_id", "data"]
-    acols = ["participant_id", "item_id", "value"]
+    acols = ["participant_id", "phase", "item_id", "value"]
     in_ids = Message.participant_id.in_(ids)
     return StudyData(
         participants=[_row(p, pcols) for p in participants],
@@ -115,6 +115,12 @@ def load(db: Session, survey_pk: int | None = None, *,
 
 def words(text: str) -> int:
     return len(text.split())
+
+
+def message_words(m: dict[str, Any]) -> int:
+    """Words of a stored message: its text's, or the count kept when the retention
+    period purged the text (``records.purge``)."""
+    return m["words"] if m.get("words") is not None else words(m["text"])
 
 
 def _mean(values: list[float]) -> float | None:
@@ -197,7 +203,7 @@ def participant_values(data: StudyData) -> dict[str, dict[str, list[float]]]:
         if m["topic_id"] is not None:
             reached[pid].add(m["topic_id"])
         if m["intent"] in ANSWER_INTENTS or m["intent"] is None:
-            per["words_per_answer"][pid].append(float(words(m["text"])))
+            per["words_per_answer"][pid].append(float(message_words(m)))
             for part in QUALITY_PARTS:
                 if m[f"q_{part}"] is not None:
                     per[f"quality_{part}"][pid].append(m[f"q_{part}"])
@@ -210,7 +216,7 @@ def participant_values(data: StudyData) -> dict[str, dict[str, list[float]]]:
         elif outcome == "interrupted":
             left["interruption_rate"][e["participant_id"]] += 1
     for a in data.answers:
-        if a["value"].isdigit():
+        if a.get("phase", "post") == "post" and a["value"].isdigit():
             per[f"likert_{a['item_id']}"][a["participant_id"]].append(float(a["value"]))
     off_topic, sensitive = _count_events(data, "off_topic"), _count_events(data, "sensitive_disclosure")
     for pid, answers in per["words_per_answer"].items():
@@ -307,7 +313,7 @@ def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
             sent[condition[m["participant_id"]]] += 1
     likert: dict[str, dict[str, list[float]]] = {c: defaultdict(list) for c in CONDITIONS}
     for a in data.answers:
-        if a["value"].isdigit():
+        if a.get("phase", "post") == "post" and a["value"].isdigit():
             likert[condition[a["participant_id"]]][a["item_id"]].append(float(a["value"]))
     off_topic = _count_events(data, "off_topic")
     sensitive = _count_events(data, "sensitive_disclosure")
@@ -317,7 +323,7 @@ def summary(data: StudyData, topic_order: list[str]) -> dict[str, Any]:
         n = len(people)
         rows = topics[c]
         reached = sum(r["reached"] for r in rows)
-        word_counts = [float(words(m["text"])) for m in answers.get(c, [])]
+        word_counts = [float(message_words(m)) for m in answers.get(c, [])]
         quality = {part: [m[f"q_{part}"] for m in answers.get(c, []) if m[f"q_{part}"] is not None]
                    for part in QUALITY_PARTS}
         durations = [(p["chat_finished_at"] - p["consented_at"]).total_seconds() / 60

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from communitybots.spec import SpecError, Survey, load_survey, single_agent
+from communitybots.spec import AVATAR_ICONS, SpecError, Survey, load_survey, single_agent
 
 app = typer.Typer(help="CommunityBots: survey chatbots with conversation and topic management.",
                   no_args_is_help=True, add_completion=False)
@@ -60,7 +60,7 @@ def validate(survey: Annotated[Path, typer.Argument(help="survey YAML file")]) -
     topics = s.topics()
     typer.echo(f"ok: {s.id} ({s.title!r}): {len(s.agents)} agents, {len(topics)} topics, "
                f"{sum(len(t.questions) for _, t in topics)} questions, "
-               f"{len(s.post_survey)} post-survey items")
+               f"{len(s.pre_survey)} pre-chat questions, {len(s.post_survey)} post-survey items")
 
 
 def read_script(path: Path) -> list[str]:
@@ -80,7 +80,9 @@ def _styled_reply(survey: Survey, reply) -> Text:
     colour = survey.agent(reply.agent_id).colour
     avatar = survey.agent(reply.agent_id).avatar
     t = Text()
-    t.append(f"{avatar} {reply.agent_name}", style=f"bold {colour}")
+    # a built-in icon is drawn by the web page; the terminal shows characters only
+    shown = "" if avatar in AVATAR_ICONS else f"{avatar} "
+    t.append(f"{shown}{reply.agent_name}", style=f"bold {colour}")
     if reply.topic_id:
         t.append(f" [{survey.topic(reply.topic_id)[1].title}]", style="dim")
     t.append(": ")
@@ -167,9 +169,10 @@ def chat(
 
 
 # the web platform's commands (communitybots/web/commands.py): serve, admin create
-from communitybots.web.commands import admin_app, serve  # noqa: E402
+from communitybots.web.commands import admin_app, purge, serve  # noqa: E402
 
 app.command()(serve)
+app.command()(purge)
 app.add_typer(admin_app, name="admin")
 
 

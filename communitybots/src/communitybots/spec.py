@@ -24,11 +24,14 @@ __all__ = [
     "Agent",
     "FAQItem",
     "NLUConfig",
+    "Panel",
     "Policy",
     "PostSurveyItem",
+    "QuestionItem",
     "SpecError",
     "Survey",
     "Topic",
+    "Tutorial",
     "load_survey",
     "parse_survey",
     "single_agent",
@@ -94,7 +97,9 @@ class Agent(_Model):
         name (str): shown on every bubble.
         domain (str): the domain it owns ("household"); participants may ask for it.
         colour (str): hex colour of its bubbles, ``#rrggbb`` or ``#rgb``.
-        avatar (str): an emoji or up to 4 characters.
+        avatar (str): a built-in icon (``bot``, ``home``, ``work``, ``health``,
+            ``person``, ``chat``: drawn as SVG, no emoji font needed) or up to 4
+            characters (an emoji needs an emoji font on the participant's device).
         introduction (str): its self-introduction when it takes over.
         handover (str): said when it hands over to the next agent; ``{next}`` is replaced
             by the next agent's name.
@@ -105,10 +110,18 @@ class Agent(_Model):
     name: str = Field(min_length=1)
     domain: str = Field(min_length=1)
     colour: str = "#4a6fa5"
-    avatar: str = Field(default="🤖", min_length=1, max_length=4)
+    avatar: str = Field(default="bot", min_length=1, max_length=6)
     introduction: str = Field(min_length=1)
     handover: str = "I'll hand you over to my colleague {next} now."
     topics: list[Topic] = Field(min_length=1)
+
+    @field_validator("avatar")
+    @classmethod
+    def _avatar(cls, v: str) -> str:
+        if v not in AVATAR_ICONS and len(v) > 4:
+            raise ValueError(f"avatar must be one of {', '.join(AVATAR_ICONS)} or at most "
+                             f"4 characters, got {v!r}")
+        return v
 
     @field_validator("colour")
     @classmethod
@@ -118,20 +131,109 @@ class Agent(_Model):
         return v
 
 
-class PostSurveyItem(_Model):
-    """A questionnaire item asked after the conversation (satisfaction, engagement).
+#: built-in avatar icons, drawn as SVG (no emoji font needed): ``web/avatars.py``
+AVATAR_ICONS: tuple[str, ...] = ("bot", "home", "work", "health", "person", "chat")
+
+
+class QuestionItem(_Model):
+    """A questionnaire item: asked before the chat (``pre_survey``: demographics) or
+    after it (``post_survey``: satisfaction, engagement).
 
     Attributes:
-        id (str): item id.
+        id (str): item id, unique across ``pre_survey`` and ``post_survey``.
         text (str): the statement or question.
-        kind ("likert" | "text"): a Likert scale or free text.
-        scale (int): number of Likert points (default 5; 2..11).
+        kind ("likert" | "choice" | "text" | "number"): a Likert scale of ``scale``
+            points, one of ``options``, free text, or a number in [``min``, ``max``].
+        required (bool): the form is refused until it is answered (default False).
+        scale (int): Likert points (default 5; 2..11; likert only).
+        anchors (list[str]): the words at the two ends of the Likert scale (default
+            "Disagree", "Agree"; likert only).
+        options (list[str]): the choices (at least two; choice only).
+        min (float | None), max (float | None): the range of a number (number only).
+        integer (bool): the number must be whole (default True; number only).
     """
 
     id: str = Field(pattern=_ID)
     text: str = Field(min_length=1)
-    kind: Literal["likert", "text"] = "likert"
+    kind: Literal["likert", "choice", "text", "number"] = "likert"
+    required: bool = False
     scale: int = Field(default=5, ge=2, le=11)
+    anchors: list[str] = Field(default_factory=lambda: ["Disagree", "Agree"],
+                               min_length=2, max_length=2)
+    options: list[str] = Field(default_factory=list)
+    min: float | None = None
+    max: float | None = None
+    integer: bool = True
+
+    _check_options = field_validator("options", "anchors")(_nonempty_items)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> QuestionItem:
+        only = {"scale": "likert", "anchors": "likert", "options": "choice", "min": "number",
+                "max": "number", "integer": "number"}
+        for name, kind in only.items():
+            if name in self.model_fields_set and self.kind != kind:
+                raise ValueError(f"{name} is only for kind {kind}, not {self.kind}")
+        if self.kind == "choice":
+            if len(self.options) < 2:
+                raise ValueError("a choice item needs at least 2 options")
+            if len(set(self.options)) != len(self.options):
+                raise ValueError("options must be distinct")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is more than max ({self.max:g})")
+        return self
+
+
+#: the former name of :class:`QuestionItem`
+PostSurveyItem = QuestionItem
+
+
+class Panel(_Model):
+    """A recruitment panel (Prolific, MTurk, a panel company) sending participants by
+    link, e.g. ``/?PROLIFIC_PID=...&STUDY_ID=...&SESSION_ID=...``.
+
+    Attributes:
+        id_param (str): the query parameter holding the participant's panel id
+            (default ``PROLIFIC_PID``); stored with the participant and exported.
+        keep_params (list[str]): further parameters stored beside it (default
+            ``STUDY_ID``, ``SESSION_ID``).
+        completion_url (str): where a participant who came with a panel id goes after
+            the questionnaire; ``{code}`` is replaced by the completion code, or the
+            code is appended when the URL has no ``{code}``.
+        completion_code (str): one code for everyone, as Prolific gives a study ("" =
+            each participant's own random code).
+    """
+
+    id_param: str = Field(default="PROLIFIC_PID", pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+    keep_params: list[str] = Field(default_factory=lambda: ["STUDY_ID", "SESSION_ID"])
+    completion_url: str = Field(pattern=r"^https?://\S+$")
+    completion_code: str = Field(default="", pattern=r"^[A-Za-z0-9_\-]{0,64}$")
+
+    @field_validator("keep_params")
+    @classmethod
+    def _param_names(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not re.match(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$", v):
+                raise ValueError(f"{v!r} is not a query parameter name (letters, digits, _ and -)")
+        return values
+
+    def completion_link(self, code: str) -> str:
+        """The completion URL carrying ``code``."""
+        if "{code}" in self.completion_url:
+            return self.completion_url.replace("{code}", code)
+        return self.completion_url + code
+
+
+class Tutorial(_Model):
+    """What the page before the chat says, per condition (the team vs one chatbot).
+
+    Attributes:
+        multi (str): for the multi-agent team (the wizard condition sees it too).
+        single (str): for the single chatbot.
+    """
+
+    multi: str = Field(min_length=1)
+    single: str = Field(min_length=1)
 
 
 class FAQItem(_Model):
@@ -230,11 +332,19 @@ class Survey(_Model):
             none: the dashboard shows the start of the content hash instead). The
             platform stores it, with a hash of the whole specification, with every
             participant and message, so editing the file never pools two versions.
-        description (str): one paragraph for the consent page.
+        description (str): one paragraph for the consent page (what the study is).
+        consent (str): the consent statement the participant agrees to, shown above
+            the consent box ("" = the platform's short default).
         welcome (str): said once before the first agent introduces itself ("" = none).
         farewell (str): said when the survey ends.
         agents (list[Agent]): the team, in the order they speak.
-        post_survey (list[PostSurveyItem]): optional questionnaire after the chat.
+        pre_survey (list[QuestionItem]): questions before the chat (demographics).
+        post_survey (list[QuestionItem]): questionnaire after the chat.
+        tutorial (Tutorial | None): a page before the chat explaining it, per
+            condition (None = straight to the chat).
+        panel (Panel | None): recruitment-panel links and the completion URL.
+        retention_days (int | None): days after a participant's last activity when
+            their raw text (messages, free-text answers) is purged (None = kept).
         faq (list[FAQItem]): answers to questions about the bot or the survey; empty
             means the built-in answers of :mod:`communitybots.nlu`.
         policy (Policy): CTM parameters.
@@ -245,10 +355,15 @@ class Survey(_Model):
     title: str = Field(min_length=1)
     version: str = Field(default="", max_length=100)
     description: str = ""
+    consent: str = ""
     welcome: str = ""
     farewell: str = "Thank you for taking part. Your answers have been saved."
     agents: list[Agent] = Field(min_length=1)
-    post_survey: list[PostSurveyItem] = Field(default_factory=list)
+    pre_survey: list[QuestionItem] = Field(default_factory=list)
+    post_survey: list[QuestionItem] = Field(default_factory=list)
+    tutorial: Tutorial | None = None
+    panel: Panel | None = None
+    retention_days: int | None = Field(default=None, ge=1)
     faq: list[FAQItem] = Field(default_factory=list)
     policy: Policy = Field(default_factory=Policy)
     nlu: NLUConfig = Field(default_factory=NLUConfig)
@@ -268,9 +383,14 @@ class Survey(_Model):
                         f"duplicate topic id {topic.id!r} (also in {seen_topics[topic.id]})",
                     )
                 seen_topics[topic.id] = f"agents[{i}]"
-        for i, item in enumerate(self.post_survey):
-            if sum(1 for o in self.post_survey if o.id == item.id) > 1:
-                raise _PathValueError(f"post_survey[{i}].id", f"duplicate item id {item.id!r}")
+        items = [("pre_survey", i, it) for i, it in enumerate(self.pre_survey)] + \
+            [("post_survey", i, it) for i, it in enumerate(self.post_survey)]
+        seen_items: set[str] = set()
+        for section, i, item in items:
+            if item.id in seen_items:
+                raise _PathValueError(f"{section}[{i}].id", f"duplicate item id {item.id!r} "
+                                      "(ids are unique across pre_survey and post_survey)")
+            seen_items.add(item.id)
         return self
 
     def topics(self) -> list[tuple[Agent, Topic]]:
@@ -368,7 +488,7 @@ def load_survey(path: str | Path) -> Survey:
 
 
 def single_agent(survey: Survey, name: str = "Survey Bot", colour: str = "#555555",
-                 avatar: str = "🤖") -> Survey:
+                 avatar: str = "bot") -> Survey:
     """The single-agent rendering of a survey: one persona asks the same topics.
 
     The study's baseline condition (CommunityBots §5): identical topics, questions, probes

@@ -14,7 +14,8 @@ participants    one per consenting person: survey version, condition, CTM state 
 messages        what each side said: who, agent, topic, text, intent, quality parts,
                 survey version
 events          the CTM's decisions with their reasons, interleaved with messages by seq
-answers         post-survey answers in long format (participant, item, value)
+answers         questionnaire answers in long format (participant, phase pre/post, item,
+                value)
 admins          researcher accounts (argon2 hashes; ``disabled_at`` blocks a login)
 admin_sessions  researcher login sessions (hashes of the cookie tokens)
 admin_devices   browsers a researcher logged in from (hashes of the device cookies)
@@ -22,6 +23,7 @@ throttle        counters shared by all server processes: failed logins per addre
                 account and device, consents per address (rows expire after a day)
 wizard_claims   which researcher answers a wizard conversation (one row per
                 conversation: the primary key lets only one operator hold it)
+audit_log       withdrawals, deletions, exclusions and purges: when, by whom, whose
 
 A participant's messages and events share one sequence counter (``seq``) so a
 transcript replays in the exact order things happened. A participant message carries
@@ -120,6 +122,15 @@ class Participant(Base):
     #: wizard condition: the CTM's suggestion for the last participant message, not yet
     #: committed (its state, replies and events; ``answered`` once an operator replied)
     wizard_pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: recruitment panel: the participant's id there (``?PROLIFIC_PID=``) and the other
+    #: parameters the survey keeps (``STUDY_ID``, ``SESSION_ID``)
+    panel_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    panel_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: when the chat page opened for the first time after the pre-chat pages (the
+    #: elapsed-time clock and "End chat" count from here; None: at consent)
+    chat_started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    #: raw text purged after the retention period (measures and word counts stay)
+    purged_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
     # optimistic locking: an UPDATE whose version moved on raises StaleDataError
     __mapper_args__ = {"version_id_col": version}
@@ -163,6 +174,8 @@ class Message(Base):
         ForeignKey("admins.id", ondelete="SET NULL"), nullable=True)
     operator_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     suggestion: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: words of ``text``, kept when the text is purged after the retention period
+    words: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class EventRow(Base):
@@ -196,6 +209,8 @@ class Answer(Base):
         ForeignKey("participants.id", ondelete="CASCADE"), index=True
     )
     item_id: Mapped[str] = mapped_column(String(100))
+    #: "pre" (before the chat: demographics) or "post" (the questionnaire after it)
+    phase: Mapped[str] = mapped_column(String(8), default="post", server_default="post")
     value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -267,6 +282,22 @@ class WizardClaim(Base):
                                           index=True)
     claimed_at: Mapped[dt.datetime] = mapped_column(DateTime)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AuditRow(Base):
+    """One entry of the audit log: what happened to whose data, when, by whom
+    (``researcher NAME``, ``participant``, ``retention``). ``detail`` holds counts and
+    settings, never what a participant wrote."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(32))
+    #: the participant's public id (kept after their rows are deleted)
+    participant: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

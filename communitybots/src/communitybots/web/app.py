@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app(survey, settings)``.
 
-One router per area (``routers/participant.py``, ``routers/admin.py``,
+One router per area (``routers/participant.py``, ``routers/study.py``, ``routers/admin.py``,
 ``routers/export.py``, ``routers/wizard.py``); the database session, the participant and the researcher
 come from the dependencies of ``deps.py``. At creation the app opens the database,
 runs the Alembic migrations and records the survey specification.
@@ -17,13 +17,14 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from communitybots import records
 from communitybots.spec import Survey, load_survey
 from communitybots.store import make_engine, migrate, session_factory
 
 from .conversation import TurnError
 from .deps import CSRFError, NoSession, NotAuthenticated
 from .inputs import InputError
-from .routers import admin, export, participant, wizard
+from .routers import admin, export, participant, study, wizard
 from .security import CSRF_COOKIE, expected_csrf, new_token
 from .settings import Settings
 from .study import Study, register_survey
@@ -179,6 +180,8 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
     sessions = session_factory(engine)
     with sessions() as db:
         survey_pk = register_survey(db, survey)
+        if survey.retention_days is not None:  # raw text past the retention period goes
+            records.purge(db, survey.retention_days)
 
     app = FastAPI(title=f"CommunityBots: {survey.title}", docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -188,6 +191,7 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
     app.state.study = Study(survey, survey_pk, relevance=settings.relevance)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(participant.router)
+    app.include_router(study.router)
     app.include_router(admin.router)
     app.include_router(export.router)
     app.include_router(wizard.router)

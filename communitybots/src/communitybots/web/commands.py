@@ -1,5 +1,6 @@
 """Commands of the web platform, mounted on the ``communitybots`` CLI:
-``communitybots serve SURVEY.yaml`` and ``communitybots admin create USERNAME``.
+``communitybots serve SURVEY.yaml``, ``communitybots admin create USERNAME`` and
+``communitybots purge SURVEY.yaml``.
 
 Heavy imports (FastAPI, SQLAlchemy, uvicorn) happen inside the commands so that the
 other subcommands start fast.
@@ -122,9 +123,50 @@ def app_from_env() -> Any:
 
 
 def _redact(url: str) -> str:
+    """The URL without its password; a SQLite file with its absolute path (a relative
+    one lies in the working directory, so two commands run from two folders would use
+    two databases)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.drivername.startswith("sqlite") and parsed.database and parsed.database != ":memory:":
+        shown += f" ({Path(parsed.database).resolve()})"
+    return shown
+
+
+def purge(
+    survey: Annotated[Path, typer.Argument(help="survey YAML file (its retention_days)")],
+    days: Annotated[int | None, typer.Option(
+        help="purge raw text of participants inactive for more than this many days "
+             "(default: the survey's retention_days)")] = None,
+    database_url: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Blank the raw text (messages, free-text answers) of participants past the
+    retention period; measures stay; each purge is in the audit log."""
+    from communitybots import records
+    from communitybots.spec import SpecError, load_survey
+    from communitybots.store import make_engine, migrate, session_factory
+
+    try:
+        spec = load_survey(survey)
+    except SpecError as err:
+        typer.echo(f"error: {survey}: {err}", err=True)
+        raise typer.Exit(2) from None
+    days = days if days is not None else spec.retention_days
+    if days is None or days < 1:
+        typer.echo("error: no retention period: set retention_days in the survey file or "
+                   "pass --days N (N >= 1)", err=True)
+        raise typer.Exit(2)
+    engine = make_engine(database_url)
+    migrate(engine)
+    try:
+        with session_factory(engine)() as db:
+            n = records.purge(db, days)
+    finally:
+        engine.dispose()
+    typer.echo(f"purged the raw text of {n} participant{'s' if n != 1 else ''} inactive for "
+               f"more than {days} days in {_redact(database_url)}")
 
 
 def _password(password_stdin: bool) -> str:

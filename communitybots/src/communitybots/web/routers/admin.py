@@ -1,4 +1,5 @@
-"""Researcher side: login, dashboard with plots, participants, transcripts, deletion."""
+"""Researcher side: login, dashboard with plots, participants (paged, searchable),
+transcripts, deletion (one or many), exclusion, and the audit log."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from communitybots import analytics
-from communitybots.store import Answer, EventRow, Message, Participant, SurveyRow, utcnow
+from communitybots import analytics, records
+from communitybots.store import (
+    Admin,
+    Answer,
+    AuditRow,
+    EventRow,
+    Message,
+    Participant,
+    SurveyRow,
+    utcnow,
+)
 
 from .. import accounts, plots
 from ..deps import DB, AppSettings, CurrentAdmin, CurrentStudy, check_csrf_form, secure_cookie
@@ -177,16 +187,71 @@ def plot(name: str, _admin: CurrentAdmin, db: DB, study: CurrentStudy,
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
+PAGE_SIZE = 50
+_SEARCH = re.compile(r"^[A-Za-z0-9._:@-]{1,100}$")
+
+
 @router.get("/participants", response_class=HTMLResponse)
-def participants(request: Request, admin: CurrentAdmin,
-                 db: DB, deleted: str | None = None) -> Response:
+def participants(request: Request, admin: CurrentAdmin, db: DB, deleted: str | None = None,
+                 q: str = "", page: int = 1) -> Response:
+    """Participants, newest first, ``PAGE_SIZE`` a page; ``q`` finds a public id,
+    panel id or completion code (by its start) or a condition or status (exactly)."""
+    query = select(Participant)
+    q = q.strip()
+    if q:
+        if not _SEARCH.match(q):
+            raise InputError("search: letters, digits and . _ : @ - only (at most 100)")
+        start = q.replace("_", "\\_").replace("%", "\\%") + "%"
+        query = query.where(or_(Participant.public_id.like(start, escape="\\"),
+                                Participant.panel_id.like(start, escape="\\"),
+                                Participant.completion_code.like(start, escape="\\"),
+                                Participant.condition == q, Participant.status == q))
+    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, page), pages)
+    rows = db.scalars(query.order_by(Participant.id.desc())
+                      .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
+    ids = [p.id for p in rows]
     counts = dict(db.execute(select(Message.participant_id, func.count(Message.id))
-                             .where(Message.role == "participant")
-                             .group_by(Message.participant_id)).all())
-    rows = db.scalars(select(Participant).order_by(Participant.id.desc())).all()
+                             .where(Message.role == "participant", Message.participant_id.in_(ids))
+                             .group_by(Message.participant_id)).all()) if ids else {}
     return templates.TemplateResponse(request, "admin_participants.html", {
         "admin": admin, "rows": rows, "counts": counts, "deleted": deleted,
-        "groups": _group_sizes(db)})
+        "groups": _group_sizes(db), "q": q, "page": page, "pages": pages, "total": total,
+        "link": lambda n: "/admin/participants?" + urlencode({**({"q": q} if q else {}), "page": n})})
+
+
+@router.post("/participants/delete", dependencies=[Depends(check_csrf_form)])
+async def delete_many(request: Request, admin: CurrentAdmin, db: DB) -> Response:
+    """Bulk deletion of the ticked participants, confirmed by a second box."""
+    form = await request.form()
+    chosen = [v for v in form.getlist("ids") if isinstance(v, str) and _HEX_ID.match(v)]
+    if not chosen:
+        raise InputError("no participants ticked: tick the ones to delete")
+    if form.get("confirm") != "yes":
+        raise InputError("tick 'Yes, delete the ticked participants' to confirm the deletion")
+    rows = db.scalars(select(Participant).where(Participant.public_id.in_(chosen))).all()
+    n = records.delete_participants(db, rows, _actor(admin), "delete")
+    return RedirectResponse(f"/admin/participants?deleted={n}+participants", status_code=303)
+
+
+def _actor(admin: Admin) -> str:
+    return f"researcher {admin.username}"
+
+
+AUDIT_PAGE = 100
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_log(request: Request, admin: CurrentAdmin, db: DB, page: int = 1) -> Response:
+    """The audit log, newest first: withdrawals, deletions, exclusions, purges."""
+    total = db.scalar(select(func.count(AuditRow.id))) or 0
+    pages = max(1, -(-total // AUDIT_PAGE))
+    page = min(max(1, page), pages)
+    rows = db.scalars(select(AuditRow).order_by(AuditRow.id.desc())
+                      .offset((page - 1) * AUDIT_PAGE).limit(AUDIT_PAGE)).all()
+    return templates.TemplateResponse(request, "admin_audit.html", {
+        "admin": admin, "rows": rows, "page": page, "pages": pages, "total": total})
 
 
 def _group_sizes(db: Session) -> dict[str, int]:
@@ -218,33 +283,29 @@ def transcript(request: Request, public_id: str, admin: CurrentAdmin,
     items: list[tuple[int, str, Any]] = sorted(
         [(m.seq, "message", m) for m in messages] + [(e.seq, "event", e) for e in events],
         key=lambda x: x[0])
-    answers = db.scalars(select(Answer).where(Answer.participant_id == p.id)
-                         .order_by(Answer.item_id)).all()
+    order = {item.id: i for i, item in enumerate([*survey.pre_survey, *survey.post_survey])}
+    answers = sorted(db.scalars(select(Answer).where(Answer.participant_id == p.id)).all(),
+                     key=lambda a: (a.phase != "pre", order.get(a.item_id, len(order)), a.item_id))
+    texts = {item.id: item.text for item in [*survey.pre_survey, *survey.post_survey]}
     group = _group_sizes(db).get(p.origin_group or "", 0)
     return templates.TemplateResponse(request, "admin_transcript.html", {
         "admin": admin, "p": p, "items": items, "answers": answers, "survey": survey,
+        "texts": texts,
         "parts": analytics.QUALITY_PARTS, "group_size": group,
         "confirm_delete": confirm_delete})
 
 
-def delete_participant(db: Session, participant: Participant) -> None:
-    """Remove one participant's messages, events, answers and session."""
-    for table in (Answer, EventRow, Message):
-        db.execute(delete(table).where(table.participant_id == participant.id))
-    db.execute(delete(Participant).where(Participant.id == participant.id))
-    db.commit()
-
-
 @router.post("/participants/{public_id}/delete", dependencies=[Depends(check_csrf_form)])
-async def delete_one(request: Request, public_id: str, _admin: CurrentAdmin,
+async def delete_one(request: Request, public_id: str, admin: CurrentAdmin,
                      db: DB) -> Response:
     participant = _participant(db, public_id)
     form = await request.form()
     if form.get("confirm") != public_id:  # the form's "yes, delete" box carries the id
         return RedirectResponse(f"/admin/participants/{public_id}?confirm_delete=true",
                                 status_code=303)
-    delete_participant(db, participant)
-    return RedirectResponse(f"/admin/participants?deleted={public_id}", status_code=303)
+    records.delete_participants(db, [participant], _actor(admin), "delete")
+    return RedirectResponse(f"/admin/participants?deleted=participant+{public_id}",
+                            status_code=303)
 
 
 MAX_REASON = 200
@@ -258,25 +319,27 @@ async def _reason(request: Request) -> str:
 
 
 @router.post("/participants/{public_id}/exclude", dependencies=[Depends(check_csrf_form)])
-async def exclude_one(request: Request, public_id: str, _admin: CurrentAdmin,
+async def exclude_one(request: Request, public_id: str, admin: CurrentAdmin,
                       db: DB) -> Response:
     """Leave one participant out of the analysis (``include`` takes them back)."""
     p = _participant(db, public_id)
     p.excluded_at, p.exclusion_reason = utcnow(), await _reason(request)
+    records.audit(db, _actor(admin), "exclude", p.public_id, reason=p.exclusion_reason)
     db.commit()
     return RedirectResponse(f"/admin/participants/{public_id}", status_code=303)
 
 
 @router.post("/participants/{public_id}/include", dependencies=[Depends(check_csrf_form)])
-def include_one(public_id: str, _admin: CurrentAdmin, db: DB) -> Response:
+def include_one(public_id: str, admin: CurrentAdmin, db: DB) -> Response:
     p = _participant(db, public_id)
     p.excluded_at, p.exclusion_reason = None, None
+    records.audit(db, _actor(admin), "include", p.public_id)
     db.commit()
     return RedirectResponse(f"/admin/participants/{public_id}", status_code=303)
 
 
 @router.post("/groups/{group}/exclude", dependencies=[Depends(check_csrf_form)])
-async def exclude_group(request: Request, group: str, _admin: CurrentAdmin,
+async def exclude_group(request: Request, group: str, admin: CurrentAdmin,
                         db: DB) -> Response:
     """Leave out every participant of one origin group (a flood from one address)."""
     reason = await _reason(request)
@@ -288,5 +351,6 @@ async def exclude_group(request: Request, group: str, _admin: CurrentAdmin,
     for p in rows:
         if p.excluded_at is None:
             p.excluded_at, p.exclusion_reason = now, reason
+            records.audit(db, _actor(admin), "exclude", p.public_id, reason=reason)
     db.commit()
     return RedirectResponse("/admin/participants", status_code=303)

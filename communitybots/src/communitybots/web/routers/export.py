@@ -35,23 +35,26 @@ TABLES: dict[str, tuple[list[str], Select[Any]]] = {
     "participants": (
         _PC + ["assignment", "status", "consented_at",
          "chat_finished_at", "completed_at", "completion_code", "active_s", "origin_group",
-         "excluded_at", "exclusion_reason"],
+         "excluded_at", "exclusion_reason", "panel_id", "panel_data", "chat_started_at",
+         "purged_at"],
         select(*_P, Participant.assignment, Participant.status, Participant.consented_at,
                Participant.chat_finished_at, Participant.completed_at,
                Participant.completion_code, Participant.active_s, Participant.origin_group,
-               Participant.excluded_at, Participant.exclusion_reason).order_by(Participant.id),
+               Participant.excluded_at, Participant.exclusion_reason, Participant.panel_id,
+               Participant.panel_data, Participant.chat_started_at, Participant.purged_at)
+        .order_by(Participant.id),
     ),
     "messages": (
         ["participant", "condition", "survey_version", "survey_hash", "seq", "turn", "role",
          "agent_id", "agent_name",
          "topic_id", "kind", "text", "intent", "confidence"]
-        + [f"q_{p}" for p in QUALITY_PARTS] + ["created_at", "operator", "suggestion"],
+        + [f"q_{p}" for p in QUALITY_PARTS] + ["created_at", "operator", "suggestion", "words"],
         select(Participant.public_id.label("participant"), Participant.condition,
                Message.survey_version, Message.survey_hash, Message.seq, Message.turn, Message.role, Message.agent_id,
                Message.agent_name, Message.topic_id, Message.kind, Message.text,
                Message.intent, Message.confidence,
                *[getattr(Message, f"q_{p}") for p in QUALITY_PARTS], Message.created_at,
-               Message.operator_name.label("operator"), Message.suggestion)
+               Message.operator_name.label("operator"), Message.suggestion, Message.words)
         .join(Participant, Participant.id == Message.participant_id)
         .order_by(Message.participant_id, Message.seq),
     ),
@@ -64,10 +67,10 @@ TABLES: dict[str, tuple[list[str], Select[Any]]] = {
         .order_by(EventRow.participant_id, EventRow.seq),
     ),
     "answers": (
-        _PC + ["item_id", "value", "created_at"],
-        select(*_P, Answer.item_id, Answer.value, Answer.created_at)
+        _PC + ["phase", "item_id", "value", "created_at"],
+        select(*_P, Answer.phase, Answer.item_id, Answer.value, Answer.created_at)
         .join(Participant, Participant.id == Answer.participant_id)
-        .order_by(Answer.participant_id, Answer.item_id),
+        .order_by(Answer.participant_id, Answer.phase.desc(), Answer.item_id),
     ),
 }
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
@@ -102,7 +105,7 @@ def _csv(columns: list[str], rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for i, row in enumerate(rows, 1):
-        for key in ("data", "suggestion"):  # JSON columns: one cell of JSON text
+        for key in ("data", "suggestion", "panel_data"):  # JSON columns: one cell of JSON text
             if isinstance(row.get(key), dict):
                 row[key] = json.dumps(row[key], ensure_ascii=False, sort_keys=True)
         writer.writerow({k: _cell(v) for k, v in row.items()})

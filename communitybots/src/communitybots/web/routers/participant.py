@@ -1,4 +1,5 @@
-"""Participant side: consent, chat (page + JSON API), post-survey, completion."""
+"""Participant side: consent, pre-chat questions, tutorial, chat (page + JSON API),
+post-survey, completion (or the recruitment panel's completion URL)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from communitybots.store import Answer, Participant, utcnow
+from communitybots.store import Participant, utcnow
 
 from .. import assignment as assignment_
-from .. import conversation, wizard
+from .. import conversation, panel, questionnaire, study_flow, wizard
 from ..conversation import ACTIVE_GAP_S
 from ..deps import (
     DB,
@@ -27,7 +28,6 @@ from ..deps import (
     check_csrf_header,
     secure_cookie,
 )
-from ..inputs import text_problem
 from ..security import PARTICIPANT_COOKIE, completion_code
 from ..settings import CONDITIONS, LINK_CONDITIONS, WIZARD, Settings
 from ..study import Study
@@ -36,7 +36,7 @@ from ..throttle import Window, address_key
 
 router = APIRouter(tags=["participant"])
 
-_NEXT_PAGE = {"chatting": "/chat", "post_survey": "/survey", "completed": "/done"}
+_NEXT_PAGE = study_flow.NEXT_PAGE
 
 
 class MessageIn(BaseModel):
@@ -65,7 +65,7 @@ def _landing(request: Request, study: Study, status: int = 200,
         "survey": study.survey, "condition": None, "bad_condition": False, "resume": None,
         "error": None, "full": False, "expected_minutes": f"{policy.expected_minutes:g}",
         "max_minutes": f"{policy.max_minutes:g}", "break_minutes": f"{ACTIVE_GAP_S / 60:g}",
-        **context}, status_code=status, headers=headers)
+        "panel_params": {}, **context}, status_code=status, headers=headers)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -73,6 +73,7 @@ def landing(request: Request, participant: OptionalParticipant, study: CurrentSt
             db: DB, settings: AppSettings, condition: str | None = None) -> Response:
     fixed = condition if condition in LINK_CONDITIONS else None
     return _landing(request, study, condition=fixed,
+                    panel_params=panel.params(study.survey, request.query_params),
                     bad_condition=bool(condition) and not fixed,
                     resume=_NEXT_PAGE[participant.status] if participant else None,
                     full=_quota_left(db, settings) == 0)
@@ -112,9 +113,12 @@ async def consent(request: Request, db: DB,
                 f"Too many new conversations from this address; try again in about "
                 f"{minutes} minute{'s' if minutes != 1 else ''}."),
                 headers={"Retry-After": str(wait)})
+    panel_id, panel_data = panel.from_form(study.survey, form)
     condition, assignment = assignment_.assign(db, study.survey_pk, requested)
-    _participant, token = conversation.start(db, study, condition, assignment, group)
-    response = RedirectResponse("/chat", status_code=303)
+    _participant, token = conversation.start(
+        db, study, condition, assignment, group,
+        status=study_flow.first_status(study.survey), panel_id=panel_id, panel_data=panel_data)
+    response = RedirectResponse(_NEXT_PAGE[_participant.status], status_code=303)
     response.set_cookie(PARTICIPANT_COOKIE, token, httponly=True, samesite="lax",
                         secure=secure_cookie(request, settings), max_age=SESSION_COOKIE_S)
     return response
@@ -128,6 +132,7 @@ def chat_page(request: Request, participant: CurrentParticipant,
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     return templates.TemplateResponse(request, "chat.html", {
         "survey": study.survey, "max_chars": settings.max_message_chars,
+        "max_minutes": f"{study.survey.policy.max_minutes:g}",
     })
 
 
@@ -139,6 +144,10 @@ def session_state(participant: CurrentParticipant,
     data["limits"] = {"max_chars": settings.max_message_chars,
                       "messages_per_window": settings.rate_limit_messages,
                       "window_s": settings.rate_limit_window_s}
+    survey, _ = study.engine(participant.survey_pk, participant.condition, db)
+    data["clock"] = study_flow.clock(survey, participant)
+    if participant.status not in ("chatting",):  # ended by "End chat": the page is done
+        data["cues"]["finished"] = True
     return data
 
 
@@ -159,7 +168,8 @@ def post_survey_page(request: Request, participant: CurrentParticipant,
     if participant.status != "post_survey":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
-    return templates.TemplateResponse(request, "survey.html", {"survey": survey, "errors": []})
+    return templates.TemplateResponse(request, "survey.html", {
+        "survey": survey, "values": {}, "problems": {}})
 
 
 @router.post("/survey", dependencies=[Depends(check_csrf_form)])
@@ -170,32 +180,12 @@ async def post_survey_submit(request: Request,
     if participant.status != "post_survey":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
-    form = await request.form()
-    values: dict[str, str] = {}
-    errors: list[str] = []
-    for item in survey.post_survey:
-        raw = form.get(f"item_{item.id}")
-        value = raw.strip() if isinstance(raw, str) else ""
-        if item.kind == "likert":
-            if value and not (value.isdigit() and 1 <= int(value) <= item.scale):
-                errors.append(f"{item.text}: choose a value from 1 to {item.scale}")
-                continue
-        elif len(value) > 5000:
-            errors.append(f"{item.text}: at most 5000 characters")
-            continue
-        elif text_problem(value, "the answer"):
-            errors.append(f"{item.text}: {text_problem(value, 'the answer')}")
-            continue
-        if value:
-            values[item.id] = value
-    if errors:
-        return templates.TemplateResponse(request, "survey.html",
-                                          {"survey": survey, "errors": errors}, status_code=400)
+    values, problems = questionnaire.read(survey.post_survey, await request.form())
+    if problems:
+        return templates.TemplateResponse(request, "survey.html", {
+            "survey": survey, "values": values, "problems": problems}, status_code=400)
     now = utcnow()
-    existing = set(db.scalars(select(Answer.item_id).where(Answer.participant_id == participant.id)))
-    for item_id, value in values.items():
-        if item_id not in existing:
-            db.add(Answer(participant_id=participant.id, item_id=item_id, value=value, created_at=now))
+    questionnaire.store(db, participant, "post", values)
     participant.status = "completed"
     participant.completed_at = now
     participant.completion_code = participant.completion_code or completion_code()
@@ -215,9 +205,14 @@ def done_page(request: Request, participant: CurrentParticipant,
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     code = participant.completion_code
     conversation.end_session(db, participant)
-    response = templates.TemplateResponse(request, "done.html", {
-        "survey": study.survey, "code": code,
-    })
+    survey, _ = study.engine(participant.survey_pk, participant.condition, db)
+    target = panel.completion_link(survey, participant, code)
+    if target is not None:  # came from a recruitment panel: back there with the code
+        response: Response = RedirectResponse(target, status_code=303)
+    else:
+        response = templates.TemplateResponse(request, "done.html", {
+            "survey": study.survey, "code": code,
+        })
     response.delete_cookie(PARTICIPANT_COOKIE)
     return response
 

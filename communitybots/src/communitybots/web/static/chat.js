@@ -28,6 +28,30 @@
   const REPLY_PAUSE_MS = 250;
   const WIZARD_POLL_MS = 1000;
   const wizardNote = document.getElementById("wizard-note");
+  const clockBox = document.getElementById("clock");
+  const endButton = document.getElementById("end-chat");
+  const maxMinutes = parseFloat(root.dataset.maxMinutes);
+
+  // the elapsed-time clock; "End chat" once every topic is done or the time is up (the
+  // server checks the same and refuses an early end)
+  let clockBase = null; // [elapsed seconds from the server, Date.now() then]
+  let topicsDone = false;
+  function tick() {
+    if (!clockBase) return;
+    const s = Math.floor(clockBase[0] + (Date.now() - clockBase[1]) / 1000);
+    clockBox.textContent = Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+    endButton.disabled = !(topicsDone || s >= maxMinutes * 60);
+  }
+  setInterval(tick, 1000);
+  endButton.addEventListener("click", async () => {
+    endButton.disabled = true;
+    const response = await fetch("/api/end", {
+      method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok) { window.location.href = body.next; return; }
+    showError(body.error || "the server answered " + response.status);
+    tick();
+  });
 
   let agents = {};
   let busy = false;
@@ -55,10 +79,12 @@
       const li = document.createElement("li");
       li.className = "agent agent-" + a.id;
       li.dataset.agent = a.id;
-      const avatar = document.createElement("span");
+      const avatar = document.createElement("img"); // SVG: no emoji font needed
       avatar.className = "avatar";
-      avatar.setAttribute("aria-hidden", "true");
-      avatar.textContent = a.avatar;
+      avatar.alt = "";
+      avatar.width = 30;
+      avatar.height = 30;
+      avatar.src = "/avatars/" + encodeURIComponent(a.id) + ".svg";
       const name = document.createElement("span");
       name.className = "agent-name";
       name.textContent = a.name;
@@ -87,6 +113,8 @@
     progress.setAttribute("aria-valuenow", String(done));
     progressBar.style.width = (total ? (100 * done) / total : 0) + "%";
     progressText.textContent = done + " of " + total + " topics";
+    topicsDone = cues.finished || (total > 0 && done >= total);
+    tick();
     if (cues.finished) {
       finished.hidden = false;
       form.hidden = true;
@@ -262,6 +290,7 @@
     if (response.status === 401) { window.location.href = "/"; return; }
     const data = await response.json();
     owner = data.participant;
+    clockBase = [data.clock.elapsed_s, Date.now()];
     drawAgents(data.agents);
     const seen = new Set();
     for (const m of data.messages) {
