@@ -230,7 +230,7 @@ def test_server_optimizers_take_params_objects_or_keywords():
     assert FedYogi(FedOptParams(lr=0.03, beta1=0.5)).beta1 == 0.5
     assert FedYogi(FedOptParams(lr=0.03), beta1=0.5).lr == 0.03
     opt = new_optimizer("flash", lr=0.1, guard=False)
-    assert isinstance(opt, Flash) and (opt.lr, opt.guard, opt.bias_correction) == (0.1, False, False)
+    assert isinstance(opt, Flash) and (opt.lr, opt.guard, opt.bias_correction) == (0.1, "off", False)
     with pytest.raises(ConfigError, match=r"^server.bias_correction: "):
         new_optimizer("flash", bias_correction=True)
 

@@ -126,7 +126,7 @@ def test_hyperparameters_as_an_object_or_by_name():
     merged = FedYogi(params, tau=0.01).params
     assert (merged.lr, merged.beta1, merged.tau) == (0.03, 0.5, 0.01)
     assert Flash(lr=0.2).params.lr == 0.2 and Flash(lr=0.2).lr == 0.2
-    assert Flash(FlashParams(lr=0.2, guard=False)).params.guard is False
+    assert Flash(FlashParams(lr=0.2, guard=False)).params.guard == "off"  # the old switch still reads
     assert Flash(FlashParams(lr=0.2)).lr == 0.2
     assert FedAvgOptimizer(lr=0.5).lr == 0.5 and FedAvgOptimizer(FedAvgParams(lr=0.5)).lr == 0.5
     assert new_optimizer("fedavg").lr == 1.0
