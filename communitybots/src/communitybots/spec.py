@@ -172,7 +172,10 @@ class QuestionItem(_Model):
         only = {"scale": "likert", "anchors": "likert", "options": "choice", "min": "number",
                 "max": "number", "integer": "number"}
         for name, kind in only.items():
-            if name in self.model_fields_set and self.kind != kind:
+            # a stored specification names every field with its default: only a value
+            # other than the default belongs to one kind
+            default = QuestionItem.model_fields[name].get_default(call_default_factory=True)
+            if self.kind != kind and getattr(self, name) != default:
                 raise ValueError(f"{name} is only for kind {kind}, not {self.kind}")
         if self.kind == "choice":
             if len(self.options) < 2:
