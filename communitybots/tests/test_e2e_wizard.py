@@ -2,28 +2,34 @@
 each in their own browser context, chat through the operator console: the participant
 first waits with nobody online, the operator answers in their own words, hands over to
 another agent on another topic, sends the CTM's suggestion and ends the chat; the export
-shows the operator turns with the CTM's suggestions beside them."""
+shows the operator turns with the CTM's suggestions beside them. The operator's login
+also expires mid-chat: the unsent move is kept and sent once after logging in again."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+from argon2 import PasswordHasher
 from live_server import free_port
+from sqlalchemy import update
 from test_e2e_browser import ARGS, ARTIFACTS, CHROMIUM, _needs_chromium, _start  # noqa: F401
 from web_support import RICH
+
+from communitybots.store import Admin, AdminSession, utcnow
 
 
 def test_a_wizard_conversation_in_two_browsers(tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from communitybots.web.accounts import create_admin
-
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw, _start(f"sqlite:///{tmp_path / 'wizard.sqlite3'}",
                                          free_port()) as server:
-        with server.app.state.sessions() as db:
-            create_admin(db, "ada", "correct horse battery")
+        with server.app.state.sessions() as db:  # argon2id at its cheapest: a fast login
+            cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+            db.add(Admin(username="ada", password_hash=cheap.hash("correct horse battery")))
+            db.commit()
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         person = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
         wizard = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
@@ -90,6 +96,24 @@ def test_a_wizard_conversation_in_two_browsers(tmp_path: Path) -> None:
         expect(wizard.locator("#w-log .event .kind").filter(has_text="handover")).to_have_count(1)
         expect(wizard.locator("#w-topics li.done")).to_contain_text("Your home")
 
+        # the login expires mid-chat: the move is kept, and sent once after logging in again
+        with server.app.state.sessions() as db:
+            db.execute(update(AdminSession).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+            db.commit()
+        wizard.locator("#w-text").fill("Do you still commute now?")
+        wizard.keyboard.press("Enter")
+        expect(wizard.locator("#console-error")).to_contain_text("Your login has expired")
+        wizard.locator("#relogin").click()
+        wizard.get_by_label("Username").fill("ada")
+        wizard.get_by_label("Password").fill("correct horse battery")
+        wizard.get_by_role("button", name="Log in").click()
+        expect(wizard.locator("#console[data-ready='true']")).to_have_count(1)
+        expect(wizard.locator("#w-text")).to_have_value("Do you still commute now?")
+        expect(wizard.locator("#w-send")).to_be_enabled()
+        wizard.locator("#w-send").click()
+        expect(person.locator(".bubble.bot").last.locator(".text")).to_have_text(
+            "Do you still commute now?")
+
         # the CTM's suggestion, sent as it is
         answer(RICH["commute"])
         expect(wizard.locator("#w-use")).to_be_enabled()
@@ -109,11 +133,12 @@ def test_a_wizard_conversation_in_two_browsers(tmp_path: Path) -> None:
         rows = [json.loads(line) for line in export.text().splitlines()]
         ops = [r for r in rows if r["operator"] == "ada"]
         assert [(r["agent_id"], r["kind"]) for r in ops] == [
-            ("household", "wizard"), ("work", "wizard"), ("work", "ack"), ("work", "probe"),
-            ("work", "end")]
+            ("household", "wizard"), ("work", "wizard"), ("work", "wizard"), ("work", "ack"),
+            ("work", "probe"), ("work", "end")]
         assert ops[0]["suggestion"]["replies"][-1]["text"] == "Could you tell me more about that?"
         # beside the hand-over: what the CTM made of "The kitchen, ..."
         assert ops[1]["suggestion"]["turn"] > ops[0]["suggestion"]["turn"]
         assert ops[1]["suggestion"]["decisions"] and ops[1]["suggestion"]["replies"]
-        assert ops[3]["suggestion"]["replies"][-1]["text"] == ops[3]["text"]
+        assert [r["text"] for r in ops].count("Do you still commute now?") == 1
+        assert ops[4]["suggestion"]["replies"][-1]["text"] == ops[4]["text"]
         browser.close()

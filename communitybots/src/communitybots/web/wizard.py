@@ -263,7 +263,7 @@ def fall_back_if_due(db: Session, study: Study, settings: Settings,
 def updates(db: Session, study: Study, settings: Settings, participant: Participant,
             after: int) -> dict[str, Any]:
     """The bot messages from ``after`` on, the cues and the waiting status (the
-    participant's page asks for them every second)."""
+    participant's page asks for them twice a second)."""
     if fall_back_if_due(db, study, settings, participant.id):
         participant = db.get(Participant, participant.id, populate_existing=True)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)

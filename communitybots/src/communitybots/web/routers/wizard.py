@@ -160,7 +160,7 @@ async def stream(request: Request, public_id: str, _admin: CurrentAdmin) -> Stre
 def participant_updates(participant: CurrentParticipant, db: DB, study: CurrentStudy,
                         settings: AppSettings, after: int = 0) -> dict[str, Any]:
     """The operator's replies from sequence number ``after`` on, for a wizard
-    participant's page (which asks every second)."""
+    participant's page (which asks twice a second)."""
     if participant.condition != WIZARD:
         raise HTTPException(404, "this conversation is answered by the chatbots directly")
     return wizard.updates(db, study, settings, participant, max(0, after))

@@ -26,7 +26,7 @@
   const maxChars = parseInt(root.dataset.maxChars, 10);
   const PENDING_KEY = "cb_pending";
   const REPLY_PAUSE_MS = 250;
-  const WIZARD_POLL_MS = 1000;
+  const WIZARD_POLL_MS = 500;
   const wizardNote = document.getElementById("wizard-note");
   const clockBox = document.getElementById("clock");
   const endButton = document.getElementById("end-chat");
@@ -244,7 +244,7 @@
   input.addEventListener("input", updateCounter);
 
   // wizard condition: the replies come from a person at the operator console, so the
-  // page asks for them every second instead of getting them with its own message
+  // page asks for them twice a second instead of getting them with its own message
   let nextSeq = 0;
   const shown = new Set();
 
