@@ -63,6 +63,7 @@ from .conversation import (
 from .security import completion_code
 from .settings import WIZARD, Settings
 from .study import Study
+from .study_flow import after_chat
 
 #: seconds a claim lasts unless the operator's open console renews it
 CLAIM_S = 30.0
@@ -316,10 +317,11 @@ def _store(db: Session, participant: Participant, events: list[Event], replies: 
 
 
 def _finish(survey: Survey, participant: Participant, state: State, now: dt.datetime) -> None:
+    """The chat ended with this move: the questionnaire (or the completion code) next."""
     if state.finished and participant.status == "chatting":
         participant.chat_finished_at = now
-        participant.status = "post_survey" if survey.post_survey else "completed"
-        if not survey.post_survey:
+        participant.status = after_chat(survey)
+        if participant.status == "completed":
             participant.completed_at = now
             participant.completion_code = completion_code()
 

@@ -191,8 +191,9 @@ class Client:
     ) -> tuple[nn.Module, dict[str, float]]:
         """Methods that personalize: the client's own model and per-client figures (e.g. Flow's routing).
 
-        Reads the client's stored ``state`` and never changes it; a client without one
-        first runs ``fit`` from the global model. Called only when ``personalizes``.
+        The model the client would hold after taking part in the round evaluated (its
+        procedure from ``global_state`` and its stored ``state``); the store is never
+        changed. Called only when ``personalizes``.
         """
         raise NotImplementedError(f"{type(self).__name__} keeps no personalized model")
 

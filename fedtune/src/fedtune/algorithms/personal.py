@@ -3,10 +3,12 @@ local training of a chosen group of tensors.
 
 A :class:`PersonalClient` is stateful (the engine's client-state store keeps its state
 between rounds and in checkpoints) and personalizes: its personalized model for
-evaluation is built from the stored state by :meth:`PersonalClient.personal_model`; a
-client that has never trained first runs its round's procedure from the global model
-(the state it would have after taking part once), and the store is never changed by an
-evaluation.
+evaluation is the one it would hold after taking part in the round evaluated — its
+procedure run from the current global model and its stored state (none for a client
+that never took part), then :meth:`PersonalClient.personal_model` of the new state. So
+every method personalizes from the same global model (FedAvg + finetuning and Flow do
+too), and a client sampled long ago is not judged on a stale model. An evaluation never
+changes the store.
 """
 
 from __future__ import annotations
@@ -84,6 +86,5 @@ class PersonalClient(Client):
     def personalize(
         self, model: nn.Module, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None
     ) -> tuple[nn.Module, dict[str, float]]:
-        if state is None:
-            _, state = self.fit(model, global_state, data, task, None)
-        return self.personal_model(model, global_state, state), {}
+        _, new_state = self.fit(model, global_state, data, task, state)
+        return self.personal_model(model, global_state, new_state), {}

@@ -223,7 +223,7 @@ class Run:
         return out
 
     def _personalize(self, rnd: int) -> evaluation.Personalize:
-        """A client's personalized model for evaluation, from its stored state (never changed)."""
+        """A client's personalized model for evaluation: its procedure from the current global model and its stored state (never changed)."""
         client = self.worker.client
 
         def personalize(cid: int, data):
