@@ -77,41 +77,42 @@ def test_a_turn_is_one_insert_per_table_with_the_engines_rows(make_client) -> No
     assert send(client, text, client_id="one-turn")["replies"] == reply["replies"]
 
 
-def test_the_participant_lookup_gives_its_connection_back(make_client) -> None:
-    """Between the dependencies (one worker thread) and the endpoint (another) a request
-    holds no pooled connection, so threads waiting for connections cannot deadlock with
-    requests waiting for threads."""
-    client = make_client()
-    consent(client)
-    from communitybots.web import deps
-
-    seen: list[int] = []
-    original = deps.conversation.find_participant
-
-    def lookup(db, *args, **kwargs):
-        found = original(db, *args, **kwargs)
-        seen.append(id(db))
-        return found
-
-    pool = client.app.state.engine.pool
-    checked_out: list[int] = []
+def test_no_request_holds_a_connection_while_it_waits_for_a_thread(make_client) -> None:
+    """A message is looked up and taken in the endpoint's one thread, from a pool with
+    none of the request's connections checked out; a page whose participant comes from
+    a dependency (another thread) gives that connection back before its endpoint runs.
+    So threads waiting for connections cannot deadlock with requests waiting for
+    threads."""
+    import threading
 
     from communitybots.web import conversation
 
-    original_turn = conversation.take_turn
+    client = make_client()
+    consent(client)
+    pool = client.app.state.engine.pool
+    calls: list[tuple[str, int, int]] = []
 
-    def take_turn(db, *args, **kwargs):
-        checked_out.append(pool.checkedout())
-        return original_turn(db, *args, **kwargs)
+    def spy(name, original):
+        def wrapped(db, *args, **kwargs):
+            calls.append((name, threading.get_ident(), pool.checkedout()))
+            return original(db, *args, **kwargs)
+        return wrapped
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(deps.conversation, "find_participant", lookup)
-    mp.setattr(conversation, "take_turn", take_turn)
+    for name in ("find_participant", "take_turn", "transcript"):
+        mp.setattr(conversation, name, spy(name, getattr(conversation, name)))
     try:
         send(client, "We walked in the park near our flat every day.")
+        message_calls = list(calls)
+        calls.clear()
+        assert client.get("/api/session").status_code == 200
     finally:
         mp.undo()
-    assert seen and checked_out == [0]
+    (lookup, lookup_thread, held), (turn, turn_thread, _) = message_calls
+    assert (lookup, turn, held) == ("find_participant", "take_turn", 0)
+    assert lookup_thread == turn_thread  # one thread hop per message
+    assert [(name, held) for name, _thread, held in calls] == [
+        ("find_participant", 0), ("transcript", 0)]
 
 
 def test_serve_defaults_to_one_worker_per_usable_core(monkeypatch, tmp_path: Path) -> None:

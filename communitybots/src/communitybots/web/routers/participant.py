@@ -23,6 +23,7 @@ from ..deps import (
     AppSettings,
     CurrentParticipant,
     CurrentStudy,
+    NoSession,
     OptionalParticipant,
     check_csrf_form,
     check_csrf_header,
@@ -152,9 +153,14 @@ def session_state(participant: CurrentParticipant,
 
 
 @router.post("/api/messages", dependencies=[Depends(check_csrf_header)])
-def send_message(body: MessageIn, participant: CurrentParticipant,
-                 db: DB, study: CurrentStudy,
+def send_message(body: MessageIn, request: Request, db: DB, study: CurrentStudy,
                  settings: AppSettings) -> dict[str, Any]:
+    # the session's participant is looked up here, in the endpoint's thread and
+    # transaction: as a dependency it cost every message a second thread hop and commit
+    participant = conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE),
+                                                idle_minutes=settings.session_idle_minutes)
+    if participant is None:
+        raise NoSession()
     text = conversation.SKIP_TEXT if body.kind == "skip_button" else body.text
     # wizard: the message waits for the operator (the replies come by /api/wizard/updates)
     take = wizard.take_turn if participant.condition == WIZARD else conversation.take_turn
