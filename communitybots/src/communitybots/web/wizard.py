@@ -44,7 +44,15 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from communitybots.ctm import ACTIVE, DONE, PENDING, Event, Reply, State
 from communitybots.spec import Survey
-from communitybots.store import QUALITY_PARTS, Admin, Message, Participant, WizardClaim, utcnow
+from communitybots.store import (
+    QUALITY_PARTS,
+    Admin,
+    EventRow,
+    Message,
+    Participant,
+    WizardClaim,
+    utcnow,
+)
 
 from .conversation import (
     CLIENT_ID,
@@ -482,8 +490,6 @@ def console(db: Session, study: Study, admin: Admin, participant: Participant,
     """What the operator console shows: the transcript from ``after`` on (messages and
     the CTM's events), the topics and what is covered, the cues, the suggestion waiting,
     and who holds the conversation."""
-    from communitybots.store import EventRow
-
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
     state = State.from_json(participant.state_json)
     now = utcnow()

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from communitybots.store import Participant, utcnow
@@ -53,7 +54,7 @@ class MoveIn(BaseModel):
     topic_id: str | None = None
 
 
-def _conversation(db: DB, public_id: str) -> Participant:
+def _conversation(db: Session, public_id: str) -> Participant:
     participant = _participant(db, public_id)
     if participant.condition != WIZARD:
         raise HTTPException(404, f"participant {public_id!r} is not in the wizard condition")
