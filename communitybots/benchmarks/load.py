@@ -111,6 +111,22 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def wait_until_idle(pid: int, timeout: float = 180.0, quiet_s: float = 0.05) -> float:
+    """Wait until the server and its workers use less than ``quiet_s`` CPU seconds in a
+    second, twice in a row: ``serve`` answers as soon as its first worker is up, while the
+    others still import and train their NLU, CPU that is no part of serving a message.
+    Returns the seconds waited."""
+    t0 = time.perf_counter()
+    quiet = 0
+    last = cpu_seconds(pid)
+    while quiet < 2 and time.perf_counter() - t0 < timeout:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if now - last < quiet_s else 0
+        last = now
+    return time.perf_counter() - t0
+
+
 #: where a server sample's time goes: the first category whose marker is in the stack
 #: (innermost parts first), else "other"
 PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
@@ -252,6 +268,7 @@ def main() -> None:
             wait_until_serving(base, server, timeout=120)
         except RuntimeError as err:
             raise SystemExit(f"server did not start ({err}): {log_path.read_text()[-2000:]}") from None
+        warmup = wait_until_idle(server.pid)
         profiler = start_profiler(server.pid, args.profile) if args.profile else None
         cpu_before = cpu_seconds(server.pid)
         load_before = os.getloadavg()[0]
@@ -286,6 +303,7 @@ def main() -> None:
         "wall_s": round(wall, 1), "throughput_msg_per_s": round(len(ms) / wall, 1),
         # server CPU per request (consents included): what one core must do per message
         "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(ms) + args.participants), 2),
+        "server_warmup_s": round(warmup, 1),
         "cpu_count": os.cpu_count(), "load_avg_1min_before": round(load_before, 2),
         "load_avg_1min_after": round(os.getloadavg()[0], 2),
     }

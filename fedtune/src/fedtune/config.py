@@ -109,9 +109,9 @@ class CheckpointConfig(Strict):
 
 
 class BackendConfig(Strict):
-    """Where clients run: ``inprocess`` (default), ``ray`` (this machine or a cluster) or ``flower``."""
+    """Where clients run: ``inprocess`` (default), ``vmap`` (vectorized), ``ray`` (this machine or a cluster) or ``flower``."""
 
-    name: str = Field("inprocess", description="registered backend: inprocess (clients one after another here), ray or flower")
+    name: str = Field("inprocess", description="registered backend: inprocess (clients one after another here), vmap (a round's clients together), ray or flower")
     address: str | None = Field(
         None, description='ray: the cluster to join ("auto", "ray://host:10001" or "host:6379"); unset: start Ray on this machine'
     )
