@@ -143,3 +143,27 @@ def test_paper_example_holds_the_authors_configuration():
     assert algo.max_steps is None and algo.local_epochs == 1  # one full local epoch
     assert exp.model.options == {"peft": "lora", "r": 1, "lora_alpha": 1, "lora_dropout": 0.1}
     assert exp.data.name == "mr" and exp.server.name == "fedyogi"
+
+
+def _leaves(fn) -> set[int]:
+    """ids of the tensors an autograd graph accumulates into."""
+    seen, stack, out = set(), [fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):
+            out.add(id(node.variable))
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return out
+
+
+def test_a_share_records_no_graph_for_the_tensors_it_does_not_train(tiny_dir):
+    model = _bert(tiny_dir)
+    head = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters() if n in model.head_names}
+    loss_fn = model_loss(model, text_batch("classification"), dropout=False)
+    with torch.enable_grad():
+        loss = loss_fn(head)
+    # only the head's leaves: the adapters outside the share (trainable parameters) are not in the graph
+    assert _leaves(loss.grad_fn) == {id(t) for t in head.values()}

@@ -69,13 +69,17 @@ def model_loss(
     """
     if loss_chunk_size is not None and not getattr(model, "supports_chunked_loss", False):
         raise ValueError(f"{type(model).__name__} does not support loss_chunk_size; use a fedtune.models.hf model")
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
     def evaluate(params: Params) -> Tensor:
+        # the model's other trainable tensors enter detached: under autograd (backprop, the exact
+        # head gradient) a Spry client's share must not record the graph of tensors it does not train
+        tensors = {**{n: p.detach() for n, p in trainable.items() if n not in params}, **params}
         if loss_chunk_size is not None:
             return torch.func.functional_call(
-                model, dict(params), (batch,), {"loss_chunk_size": loss_chunk_size}, strict=False
+                model, tensors, (batch,), {"loss_chunk_size": loss_chunk_size}, strict=False
             )
-        logits = torch.func.functional_call(model, dict(params), (batch,), strict=False)
+        logits = torch.func.functional_call(model, tensors, (batch,), strict=False)
         return cross_entropy(logits, batch["labels"])
 
     if dropout:
