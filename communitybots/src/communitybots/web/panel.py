@@ -42,8 +42,16 @@ def from_form(survey: Survey, form: Mapping[str, Any]) -> tuple[str | None, dict
     return panel_id, values
 
 
+def completion_code(survey: Survey, participant: Participant, code: str | None) -> str | None:
+    """The code a participant is shown: the panel's study code when they came from the
+    panel and the survey gives one, else their own."""
+    if survey.panel is not None and participant.panel_id is not None:
+        return survey.panel.completion_code or code
+    return code
+
+
 def completion_link(survey: Survey, participant: Participant, code: str | None) -> str | None:
     """Where a participant who came from the panel goes at the end, or None."""
     if survey.panel is None or participant.panel_id is None:
         return None
-    return survey.panel.completion_link(survey.panel.completion_code or code or "")
+    return survey.panel.completion_link(completion_code(survey, participant, code) or "")

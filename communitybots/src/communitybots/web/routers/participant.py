@@ -212,13 +212,13 @@ def done_page(request: Request, participant: CurrentParticipant,
     code = participant.completion_code
     conversation.end_session(db, participant)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
-    target = panel.completion_link(survey, participant, code)
-    if target is not None:  # came from a recruitment panel: back there with the code
-        response: Response = RedirectResponse(target, status_code=303)
-    else:
-        response = templates.TemplateResponse(request, "done.html", {
-            "survey": study.survey, "code": code,
-        })
+    # came from a recruitment panel: back there with the code (a page that moves on by
+    # itself, not a redirect: the questionnaire's form may not end on another site,
+    # the Content-Security-Policy's form-action says)
+    response = templates.TemplateResponse(request, "done.html", {
+        "survey": study.survey, "code": panel.completion_code(survey, participant, code),
+        "panel_url": panel.completion_link(survey, participant, code),
+    })
     response.delete_cookie(PARTICIPANT_COOKIE)
     return response
 
