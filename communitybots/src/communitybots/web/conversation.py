@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from communitybots.ctm import Event, Reply, State
@@ -148,8 +149,29 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
             first: dict[str, Any] | None = None) -> list[SimpleNamespace]:
     """Store one step's events then replies after ``first`` (the participant's message,
     as the column values of its row): one INSERT statement per table (an executemany of
-    Core rows, not one ORM object per row). Returns the bots' messages as read-only
-    objects with the attributes of a stored ``Message``."""
+    Core rows, not one ORM object per row); the participant's counters move on in the
+    unit of work. Returns the bots' messages as read-only objects with the attributes of
+    a stored ``Message``."""
+    event_rows, messages, bots, seq = _rows(participant, turn, replies, events, now, first)
+    participant.next_seq = seq
+    participant.next_turn = turn + 1
+    _insert(db, event_rows, messages)
+    return [SimpleNamespace(**row) for row in bots]
+
+
+def _insert(db: Session, event_rows: list[dict[str, Any]],
+            message_rows: list[dict[str, Any]]) -> None:
+    if event_rows:
+        db.execute(insert(EventRow.__table__), event_rows)
+    if message_rows:
+        db.execute(insert(Message.__table__), message_rows)
+
+
+def _rows(participant: Participant, turn: int, replies: list[Reply], events: list[Event],
+          now: dt.datetime, first: dict[str, Any] | None
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(event rows, message rows, the bots' rows among them, the next free ``seq``) of
+    one step, numbered from the participant's ``next_seq``."""
     seq = participant.next_seq
     # every message carries the survey version of its conversation
     version = {"survey_hash": participant.survey_hash,
@@ -173,13 +195,21 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
                                  agent_id=rp.agent_id, agent_name=rp.agent_name,
                                  topic_id=rp.topic_id, **version))
         seq += 1
-    participant.next_seq = seq
-    participant.next_turn = turn + 1
-    if event_rows:
-        db.execute(insert(EventRow.__table__), event_rows)
-    if messages or bots:
-        db.execute(insert(Message.__table__), messages + bots)
-    return [SimpleNamespace(**row) for row in bots]
+    return event_rows, messages + bots, bots, seq
+
+
+def _update_participant(db: Session, participant: Participant, values: dict[str, Any]) -> None:
+    """One Core UPDATE of the participant's row, guarded by its version counter as the
+    ORM's optimistic locking does (StaleDataError when a concurrent turn moved it on),
+    without the unit of work's bookkeeping; ``values`` gets the new version."""
+    table = Participant.__table__
+    version = participant.version
+    result = db.execute(update(table)
+                        .where(table.c.id == participant.id, table.c.version == version)
+                        .values(**values, version=version + 1))
+    if result.rowcount != 1:
+        raise StaleDataError(f"participant {participant.id} changed meanwhile")
+    values["version"] = version + 1
 
 
 def start(db: Session, study: Study, condition: str, assignment: str,
@@ -359,23 +389,29 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
                "kind": kind, "text": text, "intent": data.get("intent"),
                "confidence": data.get("confidence"),
                **{f"q_{part}": quality.get(part) for part in QUALITY_PARTS}}
+        event_rows, message_rows, bots, next_seq = _rows(
+            participant, turn, list(replies), list(events), now, own)
+        values: dict[str, Any] = {"state_json": new_state.to_json(), "active_s": active,
+                                  "last_active_at": now, "next_seq": next_seq,
+                                  "next_turn": turn + 1}
+        if new_state.finished:
+            values["chat_finished_at"] = now
+            values["status"] = "post_survey" if survey.post_survey else "completed"
+            if not survey.post_survey:
+                values["completed_at"] = now
+                values["completion_code"] = completion_code()
         try:
             # everything is computed before the first write: on SQLite the write lock is
-            # held from the first INSERT to the commit, so that span is only statements
-            participant.state_json = new_state.to_json()
-            participant.active_s, participant.last_active_at = active, now
-            if new_state.finished:
-                participant.chat_finished_at = now
-                participant.status = "post_survey" if survey.post_survey else "completed"
-                if not survey.post_survey:
-                    participant.completed_at = now
-                    participant.completion_code = completion_code()
-            bot_messages = _append(db, participant, turn, list(replies), list(events), now,
-                                   first=own)
+            # held from the UPDATE to the commit, so that span is only statements
+            _update_participant(db, participant, values)
+            _insert(db, event_rows, message_rows)
             db.commit()
         except (IntegrityError, StaleDataError):
             db.rollback()  # a concurrent request won the race: look again
             continue
+        for name, value in values.items():  # the loaded row as stored, not to be flushed
+            set_committed_value(participant, name, value)
+        bot_messages = [SimpleNamespace(**row) for row in bots]
         return TurnResult([reply_json(survey, m) for m in bot_messages],
                           cues(survey, new_state, participant.status),
                           events=[{"kind": e.kind, "reason": e.reason} for e in events])
