@@ -18,7 +18,7 @@ global model's); for Flow, the fraction of test instances routed to the local pa
 layer. Reported: the last evaluation (after the last round), mean ± std over the seeds.
 
     nice -n 10 python benchmarks/flow_personalization.py             # 3 seeds, 100 rounds
-    nice -n 10 python benchmarks/flow_personalization.py --reduced   # 2 seeds, 40 rounds
+    nice -n 10 python benchmarks/flow_personalization.py --reduced   # 3 seeds, 40 rounds
 
 Every run folder is kept under results/flow_personalization/runs/<mode>/ and a finished run
 is read back, an unfinished one resumed from its checkpoint. Writes
@@ -55,7 +55,7 @@ METHODS: dict[str, dict] = {
     "lg_fedavg": {"algorithm": {"name": "lg_fedavg", "global_layers": 1}},
     "local": {"algorithm": {"name": "local"}},
 }
-MODES = {"full": {"rounds": 100, "seeds": (0, 1, 2), "every": 10}, "reduced": {"rounds": 40, "seeds": (0, 1), "every": 10}}
+MODES = {"full": {"rounds": 100, "seeds": (0, 1, 2), "every": 10}, "reduced": {"rounds": 40, "seeds": (0, 1, 2), "every": 10}}
 ALPHAS = (0.1, 0.5)
 
 
@@ -129,7 +129,7 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reduced", action="store_true", help="2 seeds, 40 rounds")
+    parser.add_argument("--reduced", action="store_true", help="3 seeds, 40 rounds")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     args = parser.parse_args()
     torch.set_num_threads(1)
