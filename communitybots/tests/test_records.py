@@ -196,3 +196,18 @@ def test_readme_paths_exist_where_it_says_to_run_them() -> None:
     paths = set(re.findall(r"(?<![\w/.])((?:src/communitybots/)?surveys/[\w.-]+\.yaml)", blocks))
     assert paths, "the README names the shipped survey"
     assert all((ROOT / p).exists() for p in paths), [p for p in paths if not (ROOT / p).exists()]
+
+
+def test_the_server_purges_at_start_up(study_client) -> None:  # noqa: F811
+    client = study_client()
+    public_id = _chat(client, "single", RICH["dwelling"])
+    with client.app.state.sessions() as db:  # type: ignore[attr-defined]
+        p = db.scalar(select(Participant).where(Participant.public_id == public_id))
+        p.last_active_at -= dt.timedelta(days=31)  # the survey keeps raw text 30 days
+        db.commit()
+    restarted = study_client()  # a server start: migrations, then the purge
+    with restarted.app.state.sessions() as db:  # type: ignore[attr-defined]
+        p = db.scalar(select(Participant).where(Participant.public_id == public_id))
+        assert p.purged_at is not None
+        assert db.scalar(select(Message.text).where(Message.participant_id == p.id,
+                                                    Message.role == "participant")) == ""

@@ -187,3 +187,59 @@ def test_withdrawal_deletes_everything_and_is_audited(study_client) -> None:
     log_in(client)
     audit = client.get("/admin/audit").text
     assert "withdraw" in audit and p.public_id in audit
+
+
+def test_the_web_app_phrases_probes_with_the_surveys_llm(database_url: str, tmp_path: Path) -> None:
+    """``nlu.llm_url`` in the survey file: the web app's probes come from that endpoint
+    (here a local OpenAI-compatible stub), as in ``communitybots chat``; a failing
+    endpoint leaves the survey's own probe."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from communitybots.web import Settings, create_app
+
+    asked: list[dict[str, Any]] = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            asked.append(body)
+            status = 500 if len(asked) > 1 else 200  # the second call fails
+            out = json.dumps({"choices": [{"message": {
+                "content": "What did the folding desk change for the kids?"}}]}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    stub = HTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    survey = tmp_path / "llm.yaml"
+    survey.write_text(STUDY.read_text().replace("policy:\n", (
+        f"nlu:\n  llm_url: http://127.0.0.1:{stub.server_address[1]}/v1\n"
+        "  llm_model: tiny\npolicy:\n"), 1))
+    client = TestClient(create_app(survey, Settings(database_url=database_url, relevance="tfidf")),
+                        base_url="http://127.0.0.1")
+    try:
+        _post(client, "/consent", {"consent": "yes", "condition": "multi"})
+        _post(client, "/pre", PRE_OK)
+        _post(client, "/tutorial", {})
+        first = send(client, RICH["dwelling"])["replies"]
+        assert [r["text"] for r in first if r["kind"] == "probe"] == [
+            "What did the folding desk change for the kids?"]
+        assert asked[0]["model"] == "tiny" and RICH["dwelling"][:40] in asked[0]["messages"][1]["content"]
+        send(client, "skip")
+        second = send(client, RICH["family"])["replies"]  # the endpoint fails: the survey's probe
+        assert [r["text"] for r in second if r["kind"] == "probe"] == ["Can you give me an example?"]
+        with client.app.state.sessions() as db:  # type: ignore[attr-defined]
+            stored = db.scalars(select(Message.text).where(Message.kind == "probe")).all()
+        assert stored == ["What did the folding desk change for the kids?", "Can you give me an example?"]
+    finally:
+        client.close()
+        client.app.state.engine.dispose()  # type: ignore[attr-defined]
+        stub.shutdown()

@@ -180,7 +180,9 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
     sessions = session_factory(engine)
     with sessions() as db:
         survey_pk = register_survey(db, survey)
-        if survey.retention_days is not None:  # raw text past the retention period goes
+        # raw text past the retention period goes; once per start, with the migrations
+        # (``serve`` runs both in the parent before its workers start)
+        if settings.migrate and survey.retention_days is not None:
             records.purge(db, survey.retention_days)
 
     app = FastAPI(title=f"CommunityBots: {survey.title}", docs_url=None, redoc_url=None,

@@ -64,7 +64,7 @@ def serve(
     from communitybots.store import make_engine, migrate
 
     try:
-        load_survey(survey)
+        spec = load_survey(survey)
     except SpecError as err:
         typer.echo(f"error: {survey}: {err}", err=True)
         raise typer.Exit(1) from None
@@ -75,6 +75,15 @@ def serve(
     workers = workers or default_workers()
     engine = make_engine(database_url)
     migrate(engine)  # once, before any worker starts
+    if spec.retention_days is not None:  # and the purge of the retention period
+        from communitybots import records
+        from communitybots.store import session_factory
+
+        with session_factory(engine)() as db:
+            purged = records.purge(db, spec.retention_days)
+        typer.echo(f"retention: purged the raw text of {purged} participant"
+                   f"{'s' if purged != 1 else ''} inactive for more than "
+                   f"{spec.retention_days} days")
     engine.dispose()
     os.environ[_SERVE_ENV] = json.dumps({
         "survey": str(survey.resolve()), "database_url": database_url, "relevance": relevance,

@@ -381,6 +381,7 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
         _check_rate(recent, settings, now)
         active = active_seconds(participant, now)
         new_state, replies, events = ctm.step(state, text, now=active)
+        replies = study.phrase(survey, list(replies), list(events))  # the survey's LLM, if any
         analysed = next((e for e in events if e.kind == "message_analyzed"), None)
         data = dict(analysed.data) if analysed is not None else {}
         quality = data.get("quality") or {}

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from communitybots.ctm import CTM
+from communitybots.ctm import CTM, Event, Reply
+from communitybots.llm import LLMPhraser, phrase_replies
 from communitybots.spec import Survey, parse_survey, single_agent
 from communitybots.store import SurveyRow
 
@@ -76,6 +77,7 @@ class Study:
         self._surveys: dict[int, Survey] = {survey_pk: survey}
         self._engines: dict[tuple[int, str], tuple[Survey, CTM]] = {}
         self._lock = threading.Lock()
+        self._phrasers: dict[tuple[str, str], LLMPhraser] = {}
         for condition in CONDITIONS:
             self.engine(survey_pk, condition, None)
 
@@ -99,3 +101,16 @@ class Study:
                 shown = variant(base, key[1])
                 self._engines[key] = (shown, CTM(shown, relevance=self.relevance))
             return self._engines[key]
+
+    def phrase(self, survey: Survey, replies: list[Reply], events: list[Event]) -> list[Reply]:
+        """The replies with each probe phrased by the survey's OpenAI-compatible
+        endpoint (``nlu.llm_url``, model ``nlu.llm_model``), as ``communitybots chat``
+        does; the survey's own probe on any error, and unchanged without an endpoint."""
+        url = survey.nlu.llm_url
+        if not url or not any(r.kind == "probe" for r in replies):
+            return replies
+        key = (url, survey.nlu.llm_model)
+        phraser = self._phrasers.get(key)
+        if phraser is None:
+            phraser = self._phrasers.setdefault(key, LLMPhraser(url, survey.nlu.llm_model))
+        return phrase_replies(replies, events, phraser)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedtune.report.plots import CURVES, plot_curves
+from fedtune.report.plots import CURVES, plot_curves, series
 from fedtune.report.routing import plot_routing
 from fedtune.report.summary import markdown_table, rich_table, summarize
 
 
 def write_run_report(run_dir: Path, exp, metrics: list[dict]) -> Path:
     """``report.md`` with the summary table and loss/accuracy plots of one run."""
-    plots = [p for key in CURVES if (p := plot_curves({exp.name: metrics}, key, run_dir / f"{key}.png"))]
+    # a curve needs two points: a metric measured once (evaluated only after the last
+    # round, say) is in the table, and a figure of one dot is not worth its time
+    curves = [key for key in CURVES if len(series(metrics, key)[0]) > 1]
+    plots = [p for key in curves if (p := plot_curves({exp.name: metrics}, key, run_dir / f"{key}.png"))]
     plots += [p for p in [plot_routing(metrics, run_dir / "routing.png")] if p is not None]
     lines = [
         f"# {exp.name}",
