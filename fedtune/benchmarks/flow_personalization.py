@@ -131,10 +131,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reduced", action="store_true", help="3 seeds, 40 rounds")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="*", type=int, help="run only these seeds (e.g. in a second process); no summary is written")
     args = parser.parse_args()
     torch.set_num_threads(1)
     mode = "reduced" if args.reduced else "full"
-    cfg = MODES[mode]
+    cfg = dict(MODES[mode])
+    if args.seeds:
+        cfg["seeds"] = tuple(args.seeds)
     folder = RESULTS / "flow_personalization" / "runs" / mode  # runs/ is git-ignored
     suffix = "" if mode == "full" else "_reduced"
     out: dict = {"mode": mode, "rounds": cfg["rounds"], "seeds": list(cfg["seeds"]), "local": LOCAL, "methods": METHODS,
@@ -158,13 +161,16 @@ def main() -> None:
             for key in curves:
                 rounds = [m["round"] for m in runs[0] if key in m]
                 curves[key][method] = (rounds, [statistics.fmean(r[i][key] for r in runs for i in [j for j, m in enumerate(r) if m["round"] == rnd]) for rnd in rounds])
+        if args.seeds:
+            continue
         out["alphas"][str(alpha)] = table_rows(per_seed)
         out["alphas_per_seed"] = out.get("alphas_per_seed", {}) | {str(alpha): per_seed}
         for key, lines in curves.items():
             plot_lines(lines, RESULTS / f"flow_personalization{suffix}_{key}_a{alpha:g}.png", key.replace("_", " "),
                        f"{key.replace('_', ' ')}, MNIST Dirichlet α = {alpha:g} (mean of {len(cfg['seeds'])} seeds)")
-    (RESULTS / f"flow_personalization{suffix}.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(markdown(out))
+    if not args.seeds:
+        (RESULTS / f"flow_personalization{suffix}.json").write_text(json.dumps(out, indent=2) + "\n")
+        print(markdown(out))
 
 
 if __name__ == "__main__":
