@@ -1,9 +1,9 @@
 """Load benchmark of the web platform on loopback, without an LLM.
 
 Starts ``communitybots serve`` (uvicorn, its default worker count unless told) on a fresh database, then N
-simulated participants at once, each with its own cookies: landing page, consent, and
-M chat messages sent one after another with a think time between them, as people type.
-A share of the messages is sent twice with the same idempotency key, as a browser does
+simulated participants at once, each with its own cookies: landing page, consent, the
+pre-chat questions and the tutorial when the survey has them, and M chat messages sent
+one after another with a think time between them, as people type. A share of the messages is sent twice with the same idempotency key, as a browser does
 when a response is lost. At the end it counts the participants' messages in the
 database: exactly N x M must be there, none lost, none stored twice.
 
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 
+from communitybots.spec import load_survey
 from communitybots.web.commands import default_workers
 from communitybots.web.serving import free_port, wait_until_serving
 
@@ -54,6 +55,26 @@ ANSWERS = [
 ]
 
 
+def form_answers(items: list) -> dict[str, str]:
+    """A valid answer to every item of a questionnaire (``item_<id>`` form fields)."""
+    answers = {}
+    for item in items:
+        if item.kind == "number":
+            low = item.min if item.min is not None else 0
+            answers[f"item_{item.id}"] = str(int(max(low, min(item.max or 30, 30))))
+        elif item.kind == "choice":
+            answers[f"item_{item.id}"] = item.options[0]
+        elif item.kind == "likert":
+            answers[f"item_{item.id}"] = str((item.scale + 1) // 2)
+        else:
+            answers[f"item_{item.id}"] = "Leeds"
+    return answers
+
+
+#: the pages between consent and chat that ``participant`` goes through
+BEFORE_CHAT = ("/pre", "/tutorial")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
@@ -62,7 +83,8 @@ def percentile(values: list[float], q: float) -> float:
 
 async def participant(base: str, index: int, messages: int, think: tuple[float, float],
                       duplicate_share: float, latencies: list[float], errors: list[str],
-                      errors_retried: list[str], seed: int) -> int:
+                      errors_retried: list[str], seed: int, pre_answers: dict[str, str],
+                      setup_requests: list[int]) -> int:
     rng = random.Random(seed * 100_003 + index)
     accepted = 0
     async with httpx.AsyncClient(base_url=base, timeout=60.0) as client:
@@ -73,6 +95,16 @@ async def participant(base: str, index: int, messages: int, think: tuple[float, 
         if consent.status_code != 303:
             errors.append(f"consent {consent.status_code}")
             return 0
+        page = consent.headers.get("location", "/chat")
+        setup_requests.append(2)
+        while page in BEFORE_CHAT:  # the pre-chat questions, the tutorial
+            fields = {"csrf_token": token, **(pre_answers if page == "/pre" else {})}
+            step = await client.post(page, data=fields)
+            setup_requests.append(1)
+            if step.status_code != 303:
+                errors.append(f"{page} {step.status_code}")
+                return 0
+            page = step.headers.get("location", "/chat")
         for _ in range(messages):
             await asyncio.sleep(rng.uniform(*think))
             body = {"client_id": uuid.uuid4().hex, "text": rng.choice(ANSWERS), "kind": "message"}
@@ -210,15 +242,17 @@ def count_in_database(url: str) -> dict[str, int]:
 
 
 async def run_clients(base: str, args: argparse.Namespace
-                      ) -> tuple[list[float], list[str], list[str], list[int], float]:
+                      ) -> tuple[list[float], list[str], list[str], list[int], float, int]:
     latencies: list[float] = []
     errors: list[str] = []
     retried: list[str] = []
+    setup: list[int] = []
+    pre_answers = form_answers(load_survey(SURVEY).pre_survey)
     t0 = time.perf_counter()
     accepted = await asyncio.gather(*[
         participant(base, i, args.messages, tuple(args.think), args.duplicates, latencies, errors,
-                    retried, args.seed) for i in range(args.participants)])
-    return latencies, errors, retried, list(accepted), time.perf_counter() - t0
+                    retried, args.seed, pre_answers, setup) for i in range(args.participants)])
+    return latencies, errors, retried, list(accepted), time.perf_counter() - t0, sum(setup)
 
 
 def main() -> None:
@@ -272,7 +306,7 @@ def main() -> None:
         profiler = start_profiler(server.pid, args.profile) if args.profile else None
         cpu_before = cpu_seconds(server.pid)
         load_before = os.getloadavg()[0]
-        latencies, errors, retried, accepted, wall = asyncio.run(run_clients(base, args))
+        latencies, errors, retried, accepted, wall, setup = asyncio.run(run_clients(base, args))
         server_cpu = cpu_seconds(server.pid) - cpu_before
         if profiler is not None:
             stop_profiler(profiler)
@@ -301,8 +335,10 @@ def main() -> None:
                        "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1),
                        "mean": round(statistics.fmean(ms), 1)} if ms else {},
         "wall_s": round(wall, 1), "throughput_msg_per_s": round(len(ms) / wall, 1),
-        # server CPU per request (consents included): what one core must do per message
-        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(ms) + args.participants), 2),
+        # server CPU per request (landing page, consent, pre-chat questions and tutorial
+        # included): what one core must do per message
+        "setup_requests": setup,
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(ms) + setup), 2),
         "server_warmup_s": round(warmup, 1),
         "cpu_count": os.cpu_count(), "load_avg_1min_before": round(load_before, 2),
         "load_avg_1min_after": round(os.getloadavg()[0], 2),
