@@ -167,3 +167,30 @@ def test_a_share_records_no_graph_for_the_tensors_it_does_not_train(tiny_dir):
         loss = loss_fn(head)
     # only the head's leaves: the adapters outside the share (trainable parameters) are not in the graph
     assert _leaves(loss.grad_fn) == {id(t) for t in head.values()}
+
+
+def test_linear_probe_on_cached_features_equals_training_the_head_through_the_frozen_model(tiny_dir):
+    from fedtune.data.base import FederatedDataset
+    from fedtune.models.probe import federated_linear_probe, head_features
+
+    model = _bert(tiny_dir)
+    batch = text_batch("classification", batch=6, seed=2)
+    data = ClientData(Examples(batch), Examples({}), Examples(text_batch("classification", batch=4, seed=3)))
+    fed = FederatedDataset(info=INFO, clients=[data])
+    module = model.get_submodule(model.head_names[0].rsplit(".", 1)[0])
+    feats = head_features(model, module, data.train)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(feats), model(batch))  # the features are the head's inputs
+    head = {n: p.detach().clone() for n, p in model.named_parameters() if n in model.head_names}
+    result = federated_linear_probe(model, fed, rounds=1, clients_per_round=1, lr=0.1, seed=0, batch_size=6)
+    # the same step through the whole frozen model (evaluation mode, one batch of all 6 examples)
+    _, grads = backprop_gradient(model_loss(model, batch, dropout=False), head)
+    leaves = {n: t.clone().requires_grad_(True) for n, t in head.items()}
+    optimizer = torch.optim.AdamW(list(leaves.values()), lr=0.1, weight_decay=0.0)
+    for n, t in leaves.items():
+        t.grad = grads[n]
+    optimizer.step()
+    for n in head:
+        torch.testing.assert_close(result.head[n], leaves[n].detach(), rtol=1e-4, atol=1e-6)
+    assert len(result.test_accuracy) == 1 and 0.0 <= result.test_accuracy[0] <= 1.0
