@@ -48,7 +48,8 @@ EVENT_KINDS = frozenset({
     "next_question", "topic_finished", "topic_skipped", "topic_switched_low_quality",
     "domain_jump", "jump_declined", "topic_started", "handover", "clarification",
     "bot_question", "chit_chat", "gibberish", "abusive", "budget_reached", "survey_end",
-    "message_after_end", "off_topic", "sensitive_disclosure",
+    "message_after_end", "off_topic", "sensitive_disclosure", "topics_left_out",
+    "skip_declined",
 })
 #: what the bot says to a sensitive disclosure, by category of ``nlu.SENSITIVE``
 CARE: dict[str, str] = {
@@ -499,11 +500,45 @@ class CTM:
         turn.advance_question("participant didn't know; moving to the next question")
 
     def _on_skip(self, turn: _Turn, a: Analysis) -> None:
+        if a.intent.domain is not None:
+            self._skip_named(turn, a)
+            return
         topic = turn.topic
         turn.log("topic_skipped", f"participant asked to skip {topic.title!r} "
                  f"({a.intent.rule})", rule=a.intent.rule)
         turn.say("Sure, let's move on.", "ack")
         turn.leave_topic(SKIPPED)
+
+    def _skip_named(self, turn: _Turn, a: Analysis) -> None:
+        """ "Skip the health questions": leave out every open topic of that domain (or
+        the one topic named). Topics not reached are closed as skipped
+        (``topics_left_out``); the current one, if named, is skipped as usual."""
+        s, domain = turn.s, a.intent.domain
+        named = [a.intent.topic_id] if a.intent.topic_id else [
+            t.id for ag, t in self.survey.topics() if (t.domain or ag.domain) == domain]
+        what = self.survey.topic(named[0])[1].title.lower() if a.intent.topic_id else domain
+        open_ = [tid for tid in named if s.topic_status.get(tid) not in _CLOSED]
+        if not open_:
+            turn.log("skip_declined", f"{what!r} is already covered", domain=domain,
+                     topics=named)
+            turn.say(f"We've already covered {what}, so let's continue here.", "ack")
+            turn.ask_current()
+            return
+        ahead = [tid for tid in open_ if tid != s.topic_id]
+        for tid in ahead:
+            s.topic_status[tid] = SKIPPED
+        if ahead:
+            turn.log("topics_left_out", f"participant asked to leave out {what} "
+                     f"({a.intent.rule}); {len(ahead)} topic(s) not reached are closed",
+                     domain=domain, topics=ahead)
+        if s.topic_id in open_:
+            turn.log("topic_skipped", f"participant asked to skip {what} ({a.intent.rule})",
+                     rule=a.intent.rule, domain=domain)
+            turn.say(f"Sure, we'll leave out {what}.", "ack")
+            turn.leave_topic(SKIPPED)
+            return
+        turn.say(f"Sure, we'll leave out {what}.", "ack")
+        turn.ask_current("Back to my question: ")
 
     def _on_jump(self, turn: _Turn, a: Analysis) -> None:
         s, survey = turn.s, self.survey

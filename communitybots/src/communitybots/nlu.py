@@ -521,8 +521,10 @@ class IntentResult:
         confidence: classifier probability of ``intent`` (1.0 for rules).
         rule: name of the rule that decided, or ``"classifier"`` /
             ``"below_threshold"`` (classifier unsure, so an answer).
-        domain: for jumps, the domain asked for (None if not recognised).
-        topic_id: for jumps, a specific topic asked for (None if only a domain).
+        domain: for jumps, the domain asked for (None if not recognised); for a skip
+            that names one ("skip the health questions"), the domain to leave out.
+        topic_id: for jumps, a specific topic asked for (None if only a domain); for a
+            skip, the one topic to leave out (None: the whole domain).
         predicted: the classifier's top intent before the threshold (None for rules).
     """
 
@@ -620,6 +622,14 @@ def is_jump_request(norm: str) -> bool:
                 or _JUMP_IMPERATIVE.search(norm))
 
 
+#: asking to leave something out: "skip the health questions", "no more questions about
+#: work", "I don't want to talk about health" (not "skip to work": a jump)
+_SKIP_REQUEST = re.compile(
+    r"^(please )?(skip|skip over|leave out|pass on|no more|enough)\b(?! to\b)|"
+    r"^(please )?(don't|dont|do not) ask( me)? about\b|"
+    r"\b((don't|dont|do not) (want to|wanna)|rather not) (talk|discuss|answer|go into|get into)\b")
+
+
 _GENERIC = frozenset("talk talking discuss chat speak switch go jump move skip take want like "
                      "topic topics part section question questions bot bots instead now please "
                      "let let's can could would rather prefer about tell back stuff "
@@ -630,7 +640,10 @@ class IntentClassifier:
     """Rules for commands plus a TF-IDF + logistic-regression classifier on seed utterances.
 
     Rules, in order: empty text and text without letters or digits -> gibberish; exact
-    commands ("skip", "next topic", "stop", "quit") -> skip / stop; a request verb ("talk
+    commands ("skip", "next topic", "stop", "quit") -> skip / stop; a request to leave a
+    named domain or topic out ("skip the health questions", "no more questions about
+    work", "I don't want to talk about health") -> skip with that domain (and topic, when
+    only a topic is named); a request verb ("talk
     about", "switch to", "what about") naming a known domain or topic -> jump_to_domain;
     insults or profanity aimed at the bot -> abusive; key-mashing -> gibberish. Otherwise
     the classifier decides; its answer counts only with probability >= ``threshold``, and
@@ -704,6 +717,14 @@ class IntentClassifier:
         top = max(topics.values())
         return domain, next(t for t in topics if topics[t] == top)
 
+    def names_domain(self, text: str, domain: str) -> bool:
+        """Whether the text names ``domain`` itself (its name or its agent's), not only
+        one of its topics."""
+        stems = {stem(w) for w in words(text) if w not in _GENERIC}
+        stems |= {s[:6] for s in stems if len(s) > 6}
+        return any(d == domain and t is None and (s in stems or (len(s) > 6 and s[:6] in stems))
+                   for s, d, t, _w in self._targets)
+
     def classify(self, text: str) -> IntentResult:
         norm = normalize(text).strip()
         if not norm:
@@ -721,6 +742,11 @@ class IntentClassifier:
         if _PROFANE.search(norm) or (_INSULTS.search(norm) and _ADDRESSEE.search(norm)
                                      and len(toks) <= 8):
             return IntentResult(Intent.ABUSIVE, 1.0, "abuse_lexicon")
+        if len(toks) <= self.long_answer_words and _SKIP_REQUEST.search(norm):
+            domain, topic_id = self.resolve_target(norm)
+            if domain is not None:  # a domain (or one topic) to leave out
+                scope = None if self.names_domain(norm, domain) else topic_id
+                return IntentResult(Intent.SKIP, 1.0, "skip_request", domain, scope)
         if len(toks) <= self.long_answer_words and is_jump_request(norm):
             domain, topic_id = self.resolve_target(norm)
             if domain is not None:
