@@ -80,6 +80,7 @@ def test_pages_before_during_and_after_the_chat(study_client) -> None:
     # required answers, a number in range, an option of the list
     bad = _post(client, "/pre", {"item_age": "12", "item_gender": "Cat", "item_city": ""}, 400)
     assert "write a number from 18 to 120" in bad.text
+    assert 'name="item_age" value="12"' in bad.text  # kept, to be corrected
     assert "choose one of the options" in bad.text and "please answer this question" in bad.text
     assert _post(client, "/pre", {**PRE_OK, "item_age": "34.5"}, 400).text.count("whole number") == 1
     assert _post(client, "/pre", PRE_OK).headers["location"] == "/tutorial"

@@ -64,6 +64,13 @@ def read(items: Sequence[QuestionItem], form: Mapping[str, Any]) -> tuple[dict[s
     return values, problems
 
 
+def submitted(items: Sequence[QuestionItem], form: Mapping[str, Any]) -> dict[str, str]:
+    """What the form held for each item (shown again when it comes back with problems,
+    so a wrong answer can be corrected rather than retyped)."""
+    raw = {item.id: form.get(f"item_{item.id}") for item in items}
+    return {k: v[:MAX_TEXT] for k, v in raw.items() if isinstance(v, str)}
+
+
 def store(db: Session, participant: Participant, phase: str, values: Mapping[str, str]) -> None:
     """Add the answers not stored yet (a form submitted twice keeps the first); the
     caller commits."""

@@ -186,8 +186,10 @@ async def post_survey_submit(request: Request,
     if participant.status != "post_survey":
         return RedirectResponse(_NEXT_PAGE[participant.status], status_code=303)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
-    values, problems = questionnaire.read(survey.post_survey, await request.form())
+    form = await request.form()
+    values, problems = questionnaire.read(survey.post_survey, form)
     if problems:
+        values = questionnaire.submitted(survey.post_survey, form)
         return templates.TemplateResponse(request, "survey.html", {
             "survey": survey, "values": values, "problems": problems}, status_code=400)
     now = utcnow()

@@ -51,8 +51,10 @@ async def pre_submit(request: Request, participant: CurrentParticipant, db: DB,
     if participant.status != "pre_survey":
         return _elsewhere(participant.status)
     survey, _ = study.engine(participant.survey_pk, participant.condition, db)
-    values, problems = questionnaire.read(survey.pre_survey, await request.form())
+    form = await request.form()
+    values, problems = questionnaire.read(survey.pre_survey, form)
     if problems:
+        values = questionnaire.submitted(survey.pre_survey, form)
         return templates.TemplateResponse(request, "pre_survey.html", {
             "survey": survey, "values": values, "problems": problems}, status_code=400)
     questionnaire.store(db, participant, "pre", values)
