@@ -28,10 +28,13 @@ Modes:
   learning rate is the best of a small grid (``TUNE_GRID``) by final accuracy on a
   separate seed (``--tune-seed``, default 1); Spry K = 4 takes Spry K = 1's and FwdLLM
   takes FedFGD's (same client optimizer) so that the two slowest runs are not tuned.
-- ``full``: the issue's setting (sentence polarity ``mr`` at α 1.0, MiniLM + LoRA with a
-  warm head, the Spry convergence benchmark's tuning protocol, 3 seeds for Spry and the
-  best zeroth-order method). Its task, warm head and protocol do not exist yet; the mode
-  says so in one line and exits.
+- ``full``: sentence polarity (``mr``) at α 1.0 with the Spry convergence benchmark's
+  setting (``spry_convergence.py``, its ``--scale``: reduced by default): MiniLM + LoRA
+  r 1 with the same warm head for every method (that benchmark's federated linear probe,
+  per seed), client AdamW with weight decay 0.01 for the backprop and forward-gradient
+  methods, dropout on during the jvps, and ``spry_exact`` (the exact head gradient) besides;
+  client learning rates from ``FULL_TUNE_GRID`` on the tuning seed. Hours on this CPU:
+  give ``--seeds 0 1 2 --methods ...`` for the three-seed runs.
 
 Resumable: each finished run (tuning runs too) is saved under ``results/spry_vs_zeroth/<mode>/``
 and skipped next time if its experiment is the same (``--force`` reruns). The summary goes to
@@ -82,10 +85,58 @@ TUNE_GRID: dict[str, list[float]] = {
     "fedyogi_bp": [3e-3, 1e-2, 3e-2],
 }
 SHARES = {"spry_k4": "spry_k1", "fwdllm": "fedfgd"}
-NOT_BUILT = {"spry_exact_head": "the exact-head Spry variant belongs to the 'Spry that learns' issue and does not exist yet"}
+# the full mode (mr, MiniLM + LoRA r 1 from the warm head): the Spry convergence benchmark's client settings
+ADAMW = {"optimizer": "adamw", "weight_decay": 0.01}
+FULL_METHODS: dict[str, tuple[dict, dict]] = {
+    "spry_k1": ({"name": "spry", "share_head": False, "jvp_dropout": True, **ADAMW, "lr": 1e-4}, YOGI),
+    "spry_k4": ({"name": "spry", "share_head": False, "jvp_dropout": True, "num_tangents": 4, **ADAMW, "lr": 1e-4}, YOGI),
+    "spry_exact": ({"name": "spry", "head_gradient": "exact", "jvp_dropout": True, **ADAMW, "lr": 1e-4}, YOGI),
+    "fedfgd": ({"name": "fedfgd", "jvp_dropout": True, **ADAMW, "lr": 1e-4}, YOGI),
+    "fedmezo": ({"name": "fedmezo", "lr": 1e-4}, YOGI),
+    "baffle": ({"name": "baffle", "num_tangents": 20, "lr": 1e-4}, YOGI),
+    "fwdllm": ({"name": "fwdllm", "max_tangents": 8, "num_candidates": 32, **ADAMW, "lr": 1e-4}, YOGI),
+    "fedsgd": ({"name": "fedsgd", "lr": 0.1, "batch_size": 64}, {"name": "fedavg", "lr": 1.0}),
+    "fedyogi_bp": ({"name": "fedavg", **ADAMW, "lr": 1e-3}, YOGI),
+}
+FULL_TUNE_GRID: dict[str, list[float]] = {
+    "spry_k1": [3e-5, 1e-4, 3e-4],
+    "spry_exact": [3e-5, 1e-4, 3e-4],
+    "fedfgd": [3e-5, 1e-4, 3e-4],
+    "fedmezo": [1e-5, 1e-4, 1e-3],
+    "baffle": [1e-5, 1e-4, 1e-3],
+    "fedsgd": [0.03, 0.1, 0.3],
+    "fedyogi_bp": [3e-4, 1e-3, 3e-3],
+}
+MODES = {"reduced": (METHODS, TUNE_GRID), "full": (FULL_METHODS, FULL_TUNE_GRID)}
 
 
-def experiment(method: str, seed: int, rounds: int, out: str, lr: float | None = None) -> dict:
+def full_experiment(method: str, seed: int, rounds: int, out: str, lr: float | None = None, scale: str = "reduced") -> dict:
+    """The full mode's experiment: ``spry_convergence``'s mr setting, from its warm head for ``seed``."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import spry_convergence as conv
+
+    sc = conv.SCALES[scale]
+    head, _ = conv.warm_head("mr", 1.0, seed, sc, scale, force=False)
+    algorithm, server = FULL_METHODS[method]
+    return {
+        "name": method,
+        "seed": seed,
+        "rounds": rounds,
+        "clients_per_round": 10,
+        "output": out,
+        "data": conv.data_table("mr", 1.0, sc),
+        "model": {"name": "hf:minilm", "options": {**conv.LORA, "head_init": head}},
+        "algorithm": {**conv.local(sc), **algorithm, **({"lr": lr} if lr is not None else {})},
+        "server": server,
+        "eval": {"every": sc.eval_every, "batch_size": 128},
+        "checkpoint": {"every": 0},
+    }
+
+
+def experiment(method: str, seed: int, rounds: int, out: str, lr: float | None = None, mode: str = "reduced") -> dict:
+    if mode == "full":
+        return full_experiment(method, seed, rounds, out, lr)
     algorithm, server = METHODS[method]
     if lr is not None:
         algorithm = {**algorithm, "lr": lr}
@@ -108,7 +159,7 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_one(method: str, seed: int, rounds: int, lr: float | None = None) -> dict:
+def run_one(method: str, seed: int, rounds: int, lr: float | None = None, mode: str = "reduced") -> dict:
     """Train ``method`` once; curves, bytes and seconds from the run's metrics."""
     import torch
 
@@ -118,7 +169,7 @@ def run_one(method: str, seed: int, rounds: int, lr: float | None = None) -> dic
     torch.set_num_threads(1)
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        exp = load_experiment(raw=experiment(method, seed, rounds, f"{tmp}/run", lr))
+        exp = load_experiment(raw=experiment(method, seed, rounds, f"{tmp}/run", lr, mode))
         start = time.perf_counter()
         metrics = run_experiment(exp, report=False).metrics
         total = time.perf_counter() - start
@@ -133,7 +184,7 @@ def run_one(method: str, seed: int, rounds: int, lr: float | None = None) -> dic
         "method": method,
         "seed": seed,
         "rounds": rounds,
-        "experiment": experiment(method, seed, rounds, "-", lr),
+        "experiment": experiment(method, seed, rounds, "-", lr, mode),
         "curve": curve,
         "final_test_accuracy": curve[-1]["test_accuracy"],
         "train_s": round(train_s, 2),
@@ -146,35 +197,37 @@ def run_one(method: str, seed: int, rounds: int, lr: float | None = None) -> dic
     }
 
 
-def cached_run(path: Path, method: str, seed: int, rounds: int, lr: float | None, force: bool) -> dict:
+def cached_run(path: Path, method: str, seed: int, rounds: int, lr: float | None, force: bool, mode: str = "reduced") -> dict:
     """The saved run at ``path`` if it was made with the same experiment, else a new one (saved)."""
     if path.exists() and not force:
         saved = json.loads(path.read_text())
-        if saved["experiment"] == experiment(method, seed, rounds, "-", lr):
+        if saved["experiment"] == experiment(method, seed, rounds, "-", lr, mode):
             print(f"{path.stem}: done before ({saved['final_test_accuracy']:.3f}), skipped", flush=True)
             return saved
-    result = run_one(method, seed, rounds, lr)
+    result = run_one(method, seed, rounds, lr, mode)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{path.stem}: {result['final_test_accuracy']:.3f} in {result['train_s']:.1f} s "
           f"(load {result['load_average_before']})", flush=True)
     return result
 
 
-def tune(methods: list[str], seed: int, rounds: int, folder: Path, force: bool) -> tuple[dict[str, float], dict]:
+def tune(methods: list[str], seed: int, rounds: int, folder: Path, force: bool, mode: str = "reduced") -> tuple[dict[str, float], dict]:
     """Each method's client learning rate: the grid point with the best final accuracy on ``seed``."""
     chosen, trials = {}, {}
+    grid = MODES[mode][1]
     for method in dict.fromkeys(SHARES.get(m, m) for m in methods):
-        if method not in TUNE_GRID:
+        if method not in grid:
             continue
         finals = {}
-        for lr in TUNE_GRID[method]:
-            finals[lr] = cached_run(folder / f"tune-{method}-lr{lr:g}-s{seed}.json", method, seed, rounds, lr, force)["final_test_accuracy"]
+        for lr in grid[method]:
+            path = folder / f"tune-{method}-lr{lr:g}-s{seed}.json"
+            finals[lr] = cached_run(path, method, seed, rounds, lr, force, mode)["final_test_accuracy"]
         chosen[method] = max(finals, key=lambda lr: (finals[lr], -lr))
         trials[method] = {f"{lr:g}": acc for lr, acc in finals.items()}
     return {m: chosen[SHARES.get(m, m)] for m in methods if SHARES.get(m, m) in chosen}, trials
 
 
-def measure_client(method: str, seed: int, lr: float | None = None) -> dict:
+def measure_client(method: str, seed: int, lr: float | None = None, mode: str = "reduced") -> dict:
     """Peak tensor bytes one client's round adds above the loaded model (this process)."""
     import gc
 
@@ -187,7 +240,7 @@ def measure_client(method: str, seed: int, lr: float | None = None) -> dict:
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        exp = load_experiment(raw=experiment(method, seed, 1, f"{tmp}/run", lr))
+        exp = load_experiment(raw=experiment(method, seed, 1, f"{tmp}/run", lr, mode))
         run = Run(exp)
         # round 1 as the engine deals it (Spry splits the groups over all the round's clients)
         sampled = sample_clients(seed, 1, run.federation.num_clients, exp.clients_per_round)
@@ -203,11 +256,11 @@ def measure_client(method: str, seed: int, lr: float | None = None) -> dict:
                 "steps": result.metrics.get("steps"), "tensors_trained": len(task.tensor_names or run.global_state)}
 
 
-def client_memory(method: str, seed: int, lr: float | None = None) -> dict:
+def client_memory(method: str, seed: int, lr: float | None = None, mode: str = "reduced") -> dict:
     """:func:`measure_client` in a fresh subprocess (no allocator state carried over)."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import spry_vs_zeroth as b; "
-            "print(json.dumps(b.measure_client(sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]))))")
-    proc = subprocess.run([sys.executable, "-c", code, str(HERE), method, str(seed), json.dumps(lr)],
+            "print(json.dumps(b.measure_client(sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5])))")
+    proc = subprocess.run([sys.executable, "-c", code, str(HERE), method, str(seed), json.dumps(lr), mode],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"memory of {method}: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
@@ -306,7 +359,7 @@ def write_readme_block(mode: str, text: str) -> None:
     README.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
-def plot(summary: dict, path: Path) -> None:
+def plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,7 +377,7 @@ def plot(summary: dict, path: Path) -> None:
             ax.axhline(summary["target_accuracy"], color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy")
-    by_round.set_title("digits, MLP 64-64, 20 clients Dirichlet(1.0)")
+    by_round.set_title(title)
     by_time.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -336,21 +389,25 @@ def main() -> int:
     parser.add_argument("--mode", choices=["reduced", "full"], default="reduced")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(dict.fromkeys([*METHODS, *FULL_METHODS])),
+                        help="default: every method of the mode")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method client memory measurement")
     parser.add_argument("--force", action="store_true", help="rerun runs whose results exist")
     parser.add_argument("--tune-seed", type=int, default=1, help="seed of the learning-rate grid (kept apart from --seeds)")
     parser.add_argument("--no-tune", action="store_true", help="use the hand-set learning rates of METHODS")
     args = parser.parse_args()
-    if args.mode == "full":
-        print("spry_vs_zeroth: the full mode needs the sentence-polarity (mr) task, the warm head and the tuning "
-              "protocol of the 'Spry that learns' issue, which do not exist yet; run --mode reduced", file=sys.stderr)
+    table_of_mode = MODES[args.mode][0]
+    args.methods = args.methods or list(table_of_mode)
+    unknown = [m for m in args.methods if m not in table_of_mode]
+    if unknown:
+        print(f"spry_vs_zeroth: --methods {' '.join(unknown)}: not in the {args.mode} mode; it has {', '.join(table_of_mode)}",
+              file=sys.stderr)
         return 2
     folder = RESULTS / "spry_vs_zeroth" / args.mode
     folder.mkdir(parents=True, exist_ok=True)
     load_start = load_average()
-    lrs, trials = ({}, {}) if args.no_tune else tune(args.methods, args.tune_seed, args.rounds, folder, args.force)
-    runs = [cached_run(folder / f"{method}-s{seed}.json", method, seed, args.rounds, lrs.get(method), args.force)
+    lrs, trials = ({}, {}) if args.no_tune else tune(args.methods, args.tune_seed, args.rounds, folder, args.force, args.mode)
+    runs = [cached_run(folder / f"{method}-s{seed}.json", method, seed, args.rounds, lrs.get(method), args.force, args.mode)
             for method in args.methods for seed in args.seeds]
     memory: dict[str, dict] = {}
     if not args.no_memory:
@@ -359,7 +416,7 @@ def main() -> int:
             if path.exists() and not args.force:
                 memory[method] = json.loads(path.read_text())
                 continue
-            memory[method] = client_memory(method, args.seeds[0], lrs.get(method))
+            memory[method] = client_memory(method, args.seeds[0], lrs.get(method), args.mode)
             path.write_text(json.dumps(memory[method], indent=1) + "\n")
             print(f"{method}: client peak {memory[method]['peak_above_model'] / 1024:.1f} KiB above the model", flush=True)
     summary = summarize(runs, memory)
@@ -372,12 +429,13 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "command": "python benchmarks/spry_vs_zeroth.py " + " ".join(sys.argv[1:]),
-        "not_built": NOT_BUILT,
         "tuning": {"seed": None if args.no_tune else args.tune_seed, "final_accuracy_by_lr": trials, "shares": SHARES},
     }
     out = {"benchmark": "spry_vs_zeroth", "mode": args.mode, "meta": meta, **summary}
     (RESULTS / f"spry_vs_zeroth_{args.mode}.json").write_text(json.dumps(out, indent=1) + "\n")
-    plot(summary, RESULTS / f"spry_vs_zeroth_{args.mode}.png")
+    titles = {"reduced": "digits, MLP 64-64, 20 clients Dirichlet(1.0)",
+              "full": "mr, MiniLM + LoRA r1 from the warm head, 20 clients Dirichlet(1.0)"}
+    plot(summary, RESULTS / f"spry_vs_zeroth_{args.mode}.png", titles[args.mode])
     text = table(summary, meta)
     write_readme_block(args.mode, text)
     print(text)

@@ -194,3 +194,24 @@ def test_linear_probe_on_cached_features_equals_training_the_head_through_the_fr
     for n in head:
         torch.testing.assert_close(result.head[n], leaves[n].detach(), rtol=1e-4, atol=1e-6)
     assert len(result.test_accuracy) == 1 and 0.0 <= result.test_accuracy[0] <= 1.0
+
+
+def test_head_to_head_full_mode_runs_mr_from_the_warm_head(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from fedtune.config import load_experiment
+
+    folder = Path(__file__).parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location("spry_vs_zeroth", folder / "spry_vs_zeroth.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    import spry_convergence
+
+    monkeypatch.setattr(spry_convergence, "warm_head", lambda task, alpha, seed, *a, **k: (f"/heads/{task}-{alpha}-{seed}.pt", {}))
+    for method in bench.FULL_METHODS:
+        exp = load_experiment(raw=bench.experiment(method, 2, 60, "/tmp/unused", None, "full"))
+        assert exp.data.name == "mr" and exp.data.alpha == 1.0
+        assert exp.model.options["head_init"] == "/heads/mr-1.0-2.pt" and exp.model.options["r"] == 1
+    assert bench.experiment("spry_exact", 0, 60, "-", 3e-4, "full")["algorithm"]["head_gradient"] == "exact"
