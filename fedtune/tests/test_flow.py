@@ -229,3 +229,46 @@ def test_flow_run_reports_personalized_figures_and_routing(make_experiment):
 def test_flow_refuses_the_finetuning_figure(make_experiment):
     with pytest.raises(ConfigError, match="eval.finetune_epochs: algorithm 'flow' personalizes"):
         make_experiment(algorithm={"name": "flow"}, eval={"finetune_epochs": 1})
+
+
+def test_lora_adapters_are_routed_per_instance(tiny_dir):
+    from hf_tiny import text_batch
+
+    info = DatasetInfo("t", "classification", 3)
+    plain = build_model(f"hf:{tiny_dir['bert']}", info, {"lora_b_init_std": 0.1}, seed=0)
+    model = route(build_model(f"hf:{tiny_dir['bert']}", info, {"lora_b_init_std": 0.1}, seed=0), info, None, 4, seed=0)
+    assert len(model.blocks) == 4 and all(name.endswith(("query", "value")) for name in model.blocks)
+    groups = model.groups()
+    assert len(groups["local"]) == 8 and all("lora_" in n for n in groups["local"])  # A and B of 4 adapters
+    assert any("classifier" in n for n in groups["global"])
+    batch = text_batch("classification")
+    model.eval()
+    plain.eval()
+    model.routing = "global"
+    assert torch.allclose(model(batch), plain(batch), atol=1e-5)
+    with torch.no_grad():  # local adapters differ: local and global disagree; soft lies between per instance
+        for n, p in model.named_parameters():
+            if n in groups["local"]:
+                p.add_(0.5 * torch.randn_like(p))
+    model.routing = "local"
+    local = model(batch)
+    assert not torch.allclose(local, plain(batch), atol=1e-3)
+    with torch.no_grad():  # a policy that prefers the local adapters for every instance
+        model.policy[2].weight.zero_()
+        model.policy[2].bias.copy_(torch.tensor([0.0, 1.0]).repeat(4))
+    model.routing = None  # eval mode: hard
+    assert torch.allclose(model(batch), local, atol=1e-5) and bool(model.last_gates[..., 1].all())
+    # a Flow round on it: adapters and policy train, the frozen base does not move
+    _, client, _ = _flow(max_steps=3)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    start = get_trainable(model)
+    train = Examples(text_batch("classification", batch=8))
+    data = ClientData(train, train.subset([]), Examples(text_batch("classification", batch=4, seed=1)))
+    result, _ = client.fit(model, start, data, ClientTask(0, 1, seed=0), None)
+    assert _moved(start, result.tensors, groups["local"]) and _moved(start, result.tensors, groups["policy"])
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    set_trainable(model, start)
+    model.eval()
+    model.copy_global_to_local()
+    model.routing = "local"
+    assert torch.allclose(model(batch), plain(batch), atol=1e-5)

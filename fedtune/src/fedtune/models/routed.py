@@ -14,7 +14,9 @@ softmax per routed layer per instance, ``p = (p_global, p_local)``:
 Feed-forward models (MLP, CNN) get the policy on the raw, flattened input; the character
 LSTM is unrolled step by step and its policy reads the hidden state of the step before
 (the layers' concatenated ``h``), giving the gates of that step's LSTM layers; the gate
-of the output layer comes from the last hidden state.
+of the output layer comes from the last hidden state. A Hugging Face model with LoRA
+(:class:`RoutedLoRA`) routes adapters: each routed LoRA layer keeps a global and a local
+adapter over the shared frozen weights, and the policy reads the mean input embedding.
 
 Tensor names: a routed layer ``net.0`` becomes ``net.0.global_path.*`` and
 ``net.0.local_path.*``; the policy's tensors start with ``policy.``; every other
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 
 from fedtune.data.base import Batch, DatasetInfo, Examples
 from fedtune.errors import ConfigError
+from fedtune.models.hf import HFModel
 from fedtune.models.layers import parameterized_layers
 from fedtune.models.small import CharLSTM
 from fedtune.seeding import derive_seed
@@ -123,10 +126,11 @@ class Routed(nn.Module):
 
     def copy_global_to_local(self) -> None:
         """Start the local path from the global path (Flow's option ``local_start = "global"``)."""
+        params = dict(self.named_parameters())
         with torch.no_grad():
-            for block in self.blocks.values():
-                for g, lo in zip(block.global_path.parameters(), block.local_path.parameters(), strict=True):
-                    lo.copy_(g)
+            for name, p in params.items():
+                if ".local_path." in name:
+                    p.copy_(params[name.replace(".local_path.", ".global_path.")])
 
 
 class RoutedFeedForward(Routed):
@@ -227,19 +231,98 @@ class RoutedCharLSTM(Routed):
         return self.out(h[-1])
 
 
+class _AdapterIn(nn.Module):
+    """LoRA's A twice: returns [A_global x, A_local x] (the rank axis doubled) for :class:`_AdapterOut`."""
+
+    def __init__(self, lora_a: nn.Linear) -> None:
+        super().__init__()
+        self.global_path = lora_a
+        self.local_path = copy.deepcopy(lora_a)
+
+    @property
+    def weight(self) -> Tensor:  # peft reads the adapter's dtype from lora_A.weight
+        return self.global_path.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.global_path(x), self.local_path(x)], dim=-1)
+
+
+class _AdapterOut(RoutedBlock):
+    """LoRA's B twice: mixes the two adapters, p_global · B_g A_g x + p_local · B_l A_l x, per instance."""
+
+    def __init__(self, lora_b: nn.Linear) -> None:
+        super().__init__(lora_b)
+        self.rank = lora_b.in_features
+
+    def forward(self, h: Tensor) -> Tensor:
+        g, lo = h[..., : self.rank], h[..., self.rank :]
+        if self.routing == "global":
+            return self.global_path(g)
+        if self.routing == "local":
+            return self.local_path(lo)
+        return _mix(self.gate, self.global_path(g), self.local_path(lo))
+
+
+class RoutedLoRA(Routed):
+    """A Hugging Face model with LoRA (:mod:`fedtune.models.hf`) whose routed blocks are adapters.
+
+    Each routed LoRA layer keeps a global and a local adapter (A and B); the frozen base
+    weights are shared. The policy reads the raw input: the mean of the (frozen) input
+    embeddings over the attended tokens. Routable layers: the modules LoRA wraps, by name.
+    """
+
+    def __init__(self, base: nn.Module, layers: Sequence[str], policy_hidden: int) -> None:
+        super().__init__()
+        self.base = base
+        blocks = {}
+        for name in layers:
+            lora = base.get_submodule(name)
+            adapter = next(iter(lora.lora_A))  # peft's adapter name ("default")
+            lora.lora_A[adapter] = _AdapterIn(lora.lora_A[adapter])
+            lora.lora_B[adapter] = blocks[name] = _AdapterOut(lora.lora_B[adapter])
+        self.blocks = blocks
+        width = base._base().get_input_embeddings().embedding_dim
+        self.policy = nn.Sequential(nn.Linear(width, policy_hidden), nn.ReLU(), nn.Linear(policy_hidden, 2 * len(blocks)))
+
+    def _pooled_input(self, batch: Batch) -> Tensor:
+        with torch.no_grad():
+            emb = self.base._base().get_input_embeddings()(batch["input_ids"]).float()
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).unsqueeze(-1).float()
+        return (emb * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, batch: Batch) -> Tensor:
+        if self.mode() in ("soft", "hard"):
+            self.last_probs, self.last_gates = self._gates(self.policy(self._pooled_input(batch)))
+            self._set_blocks(self.last_gates)
+        else:
+            self.last_probs = self.last_gates = None
+            self._set_blocks(None)
+        return self.base(batch)
+
+
+def _lora_layers(model: nn.Module) -> list[str]:
+    """Names of the modules LoRA wraps (they hold ``lora_A``)."""
+    return [name for name, module in model.named_modules() if isinstance(getattr(module, "lora_A", None), nn.ModuleDict) and len(module.lora_A)]
+
+
 def route(model: nn.Module, info: DatasetInfo, layers: Sequence[str] | None, policy_hidden: int, seed: int) -> Routed:
     """``model`` with ``layers`` routed (None: every layer with parameters) and a new seeded policy.
 
     The local path starts as a copy of the global path; the policy's initialisation
     derives from ``seed``.
     """
-    is_lstm = isinstance(model, CharLSTM)
-    if not is_lstm and not info.input_shape:
+    is_lstm, is_lora = isinstance(model, CharLSTM), isinstance(model, HFModel)
+    if is_lora and model.peft_method != "lora":
+        raise ConfigError(f"model.options.peft: Flow routes LoRA adapters of Hugging Face models; got peft {model.peft_method!r}")
+    if not (is_lstm or is_lora) and not info.input_shape:
         raise ConfigError(
-            f"model.name: Flow routes the small models (mlp, cnn, logreg, char_lstm), whose policy reads the input 'x'; "
-            f"{type(model).__name__} on {info.name!r} has no such input"
+            f"model.name: Flow routes the small models (mlp, cnn, logreg, char_lstm), whose policy reads the input 'x', "
+            f"and LoRA models; {type(model).__name__} on {info.name!r} has no such input"
         )
-    available = [f"lstm.{i}" for i in range(model.lstm.num_layers)] + ["out"] if is_lstm else parameterized_layers(model)
+    if is_lstm:
+        available = [f"lstm.{i}" for i in range(model.lstm.num_layers)] + ["out"]
+    else:
+        available = _lora_layers(model) if is_lora else parameterized_layers(model)
     chosen = list(available if layers is None else layers)
     unknown = [name for name in chosen if name not in available]
     if unknown or not chosen:
@@ -248,6 +331,8 @@ def route(model: nn.Module, info: DatasetInfo, layers: Sequence[str] | None, pol
         torch.manual_seed(derive_seed(seed, "flow-policy"))
         if is_lstm:
             routed: Routed = RoutedCharLSTM(model, chosen, policy_hidden)
+        elif is_lora:
+            routed = RoutedLoRA(model, chosen, policy_hidden)
         else:
             routed = RoutedFeedForward(model, chosen, math.prod(info.input_shape), policy_hidden)
     return routed.to(next(model.parameters()).device)
