@@ -79,13 +79,16 @@ def experiment(method: str, alpha: float, seed: int, rounds: int, every: int, ou
     )
 
 
-def run_one(exp) -> tuple[list[dict], float | None]:
-    """The run's metrics; a finished run is read back (seconds None), an unfinished one resumed."""
+def run_one(exp, run: bool = True) -> tuple[list[dict] | None, float | None]:
+    """The run's metrics; a finished run is read back (seconds None), an unfinished one resumed
+    (or, with ``run=False``, left alone: None)."""
     path = exp.run_dir() / METRICS_FILE
     if path.exists():
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if rows and rows[-1]["round"] == exp.rounds:
             return rows, None
+    if not run:
+        return None, None
     start = time.perf_counter()
     metrics = run_experiment(exp, resume=path.exists(), report=False).metrics
     return metrics, time.perf_counter() - start
@@ -119,10 +122,10 @@ def table_rows(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
 def markdown(results: dict) -> str:
     lines = []
     for alpha, rows in results["alphas"].items():
-        lines += [f"Dirichlet α = {alpha}:", "", "| method | personalized acc | global acc (same clients) | clients harmed |", "|---|---|---|---|"]
+        lines += [f"Dirichlet α = {alpha}:", "", "| method | personalized acc | global acc (same clients) | clients harmed | seeds |", "|---|---|---|---|---|"]
         for method, row in rows.items():
             cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in ("personalized_accuracy", "personalized_global_accuracy", "personalized_harmed")]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {row['personalized_accuracy']['n']} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -132,6 +135,7 @@ def main() -> None:
     parser.add_argument("--reduced", action="store_true", help="3 seeds, 40 rounds")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="*", type=int, help="run only these seeds (e.g. in a second process); no summary is written")
+    parser.add_argument("--summary-only", action="store_true", help="summarize the finished runs only; run nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
     mode = "reduced" if args.reduced else "full"
@@ -149,14 +153,18 @@ def main() -> None:
             runs = []
             for seed in cfg["seeds"]:
                 exp = experiment(method, alpha, seed, cfg["rounds"], cfg["every"], folder / f"{method}-a{alpha:g}-s{seed}")
-                metrics, seconds = run_one(exp)
+                metrics, seconds = run_one(exp, run=not args.summary_only)
+                if metrics is None:
+                    continue
                 if seconds is not None:
                     out["seconds"][exp.name] = seconds
                     print(f"{exp.name}: {seconds:.0f} s, {final(metrics)}", flush=True)
                 runs.append(metrics)
-                if method.startswith("flow") and seed == cfg["seeds"][0]:
+                if method.startswith("flow") and not runs[:-1]:  # the first finished seed
                     plot_routing(metrics, RESULTS / f"flow_personalization{suffix}_routing_{method}_a{alpha:g}.png",
                                  f"{method}: test instances routed local per layer (α = {alpha:g}, seed {seed})")
+            if not runs:
+                continue
             per_seed[method] = [final(m) for m in runs]
             for key in curves:
                 rounds = [m["round"] for m in runs[0] if key in m]
