@@ -244,6 +244,7 @@ def compare(
     from fedtune.engine import run_experiment
     from fedtune.engine.loop import CONFIG_FILE, METRICS_FILE, _read_metrics
     from fedtune.report import rich_table, write_comparison
+    from fedtune.report.plots import data_title
     from fedtune.sweep import Point, run_grid
 
     if name and len(name) != len(entries):
@@ -296,17 +297,10 @@ def compare(
 
         bests = [max(acc) for m in runs.values() if (acc := series(m, "test_accuracy")[1])]
         target = round(0.95 * min(bests), 4) if bests else None
-    title = describe_data(first)
+    title = data_title(first)
     rows, path = write_comparison(out, runs, target, title)
     console.print(rich_table(rows, title=title + (f"; target accuracy {target:.4f}" if target is not None else "")))
     console.print(f"comparison: {path}")
-
-
-def describe_data(exp) -> str:
-    """``digits, dirichlet partition (α 0.5), 6 clients``: what a table or plot title names."""
-    data = exp.data
-    alpha = f" (α {data.alpha:g})" if data.partition == "dirichlet" else ""
-    return f"{data.name}, {data.partition} partition{alpha}, {data.num_clients} clients"
 
 
 @datasets_app.command("list")

@@ -101,6 +101,7 @@ class EvalConfig(Strict):
     finetune_epochs: int = Field(0, ge=0, description="local finetuning epochs before the personalized figure (0: none)")
     finetune_lr: float = Field(0.01, gt=0, description="learning rate of that finetuning (plain SGD, same for every method)")
     personalized_clients: int = Field(20, ge=1, description="clients (seeded sample) measured for the personalized figure")
+    at_start: bool = Field(False, description="also evaluate the initial model, as round 0 of metrics.jsonl and the plots")
 
 
 class CheckpointConfig(Strict):

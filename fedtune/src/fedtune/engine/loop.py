@@ -358,6 +358,15 @@ def _run_rounds(run: Run, exp: Experiment, resume: bool, overwrite: bool, progre
         for m in metrics:
             fh.write(json.dumps(m) + "\n")
 
+    if first == 1 and exp.eval.at_start:  # the initial model, as round 0
+        start = time.perf_counter()
+        record = {"round": 0, **run.evaluate(0)}
+        record = _round_floats(record | {"eval_s": time.perf_counter() - start})
+        metrics.append(record)
+        with metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        for tracker in trackers:
+            tracker.log_round(0, record)
     bar = _ProgressBar(exp, first) if progress is True else None
     try:
         with StopRequest() as stop:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedtune.report.plots import CURVES, plot_curves, series
+from fedtune.report.plots import CURVES, data_title, plot_curves, plot_diagnostics, series
 from fedtune.report.routing import plot_routing
 from fedtune.report.summary import markdown_table, rich_table, summarize
 
 
 def write_run_report(run_dir: Path, exp, metrics: list[dict]) -> Path:
     """``report.md`` with the summary table and loss/accuracy plots of one run."""
+    title = data_title(exp)
     # a curve needs two points: a metric measured once (evaluated only after the last
     # round, say) is in the table, and a figure of one dot is not worth its time
     curves = [key for key in CURVES if len(series(metrics, key)[0]) > 1]
-    plots = [p for key in curves if (p := plot_curves({exp.name: metrics}, key, run_dir / f"{key}.png"))]
+    plots = [p for key in curves if (p := plot_curves({exp.name: metrics}, key, run_dir / f"{key}.png", title=title))]
+    plots += [p for p in [plot_diagnostics(metrics, run_dir / "diagnostics.png", title=f"{exp.name}: diagnostics, {title}")] if p is not None]
     plots += [p for p in [plot_routing(metrics, run_dir / "routing.png")] if p is not None]
     lines = [
         f"# {exp.name}",

@@ -40,7 +40,7 @@ def summarize(name: str, metrics: list[dict], target: float | None = None) -> di
     _, acc = series(metrics, "test_accuracy")
     _, loss = series(metrics, "test_loss")
     _, pers = series(metrics, "personalized_accuracy")
-    rounds = len(metrics)
+    rounds = sum(1 for m in metrics if m["round"] >= 1)  # round 0: the initial model's evaluation
     return {
         "run": name,
         "rounds": rounds,
@@ -48,8 +48,8 @@ def summarize(name: str, metrics: list[dict], target: float | None = None) -> di
         "best_test_accuracy": max(acc) if acc else None,
         "final_test_loss": loss[-1] if loss else None,
         "personalized_accuracy": pers[-1] if pers else None,
-        "mb_up_per_round": sum(m["bytes_up"] for m in metrics) / max(rounds, 1) / 1e6,
-        "failures": sum(len(m["failures"]) for m in metrics),
+        "mb_up_per_round": sum(m.get("bytes_up", 0) for m in metrics) / max(rounds, 1) / 1e6,
+        "failures": sum(len(m.get("failures", [])) for m in metrics),
         "wall_s": sum(m.get("wall_s", 0.0) for m in metrics),
         **(to_target(metrics, target) if target is not None else {}),
     }
