@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,6 @@ from communitybots.store import (
     EventRow,
     Message,
     Participant,
-    make_engine,
-    migrate,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,20 +82,20 @@ def test_purge_after_the_retention_period_with_a_frozen_clock(study_client) -> N
 
 
 def test_purge_command(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from communitybots.cli import app
+
     url = f"sqlite:///{tmp_path / 'cb.sqlite3'}"
-    engine = make_engine(url)
-    migrate(engine)
-    engine.dispose()
-    cli = [sys.executable, "-m", "communitybots.cli", "purge", str(STUDY), "--database-url", url]
-    ok = subprocess.run(cli, capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0, ok.stderr
-    assert "purged the raw text of 0 participants inactive for more than 30 days" in ok.stdout
-    no_days = STUDY.read_text().replace("retention_days: 30\n", "")
+    ok = CliRunner().invoke(app, ["purge", str(STUDY), "--database-url", url])
+    assert ok.exit_code == 0, ok.output
+    assert "purged the raw text of 0 participants inactive for more than 30 days" in ok.output
+    assert str(tmp_path / "cb.sqlite3") in ok.output  # the file, by its absolute path
     other = tmp_path / "no_retention.yaml"
-    other.write_text(no_days)
-    bad = subprocess.run(cli[:4] + [str(other), "--database-url", url], capture_output=True,
-                         text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: no retention period")
+    other.write_text(STUDY.read_text().replace("retention_days: 30\n", ""))
+    bad = CliRunner().invoke(app, ["purge", str(other), "--database-url", url])
+    assert bad.exit_code == 2 and "error: no retention period" in bad.output
+    assert CliRunner().invoke(app, ["purge", str(other), "--days", "7", "--database-url", url]).exit_code == 0
 
 
 def test_participants_paged_searched_and_deleted_in_bulk(study_client) -> None:  # noqa: F811
