@@ -157,8 +157,10 @@ def _stop_at_3(rnd, record):
         raise _Stop
 
 
-@pytest.mark.parametrize(("name", "store"), [("ditto", "disk"), ("apfl", "memory"), ("fedrep", "memory"), ("lg_fedavg", "disk"), ("local", "memory")])
-def test_stateful_baselines_resume_equal_to_an_uninterrupted_run(make_experiment, tmp_path, name, store):
+@pytest.mark.parametrize(
+    ("name", "store"), [("ditto", "disk"), ("apfl", "memory"), ("fedrep", "memory"), ("lg_fedavg", "disk"), ("local", "memory"), ("flow", "memory")]
+)
+def test_personalized_methods_resume_equal_to_an_uninterrupted_run(make_experiment, tmp_path, name, store):
     def clean(metrics):
         return [{k: v for k, v in m.items() if not k.endswith("_s")} for m in metrics]
 
