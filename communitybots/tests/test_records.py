@@ -207,3 +207,13 @@ def test_the_server_purges_at_start_up(study_client) -> None:  # noqa: F811
         assert p.purged_at is not None
         assert db.scalar(select(Message.text).where(Message.participant_id == p.id,
                                                     Message.role == "participant")) == ""
+
+
+def test_make_bots_and_admin_create_share_a_database() -> None:
+    """``make bots`` serves from ``communitybots/``, where the READMEs run ``admin
+    create``: both open ``communitybots/communitybots.sqlite3`` by default."""
+    makefile = (ROOT.parent / "Makefile").read_text()
+    recipe = makefile.split("\nbots:", 1)[1].split("\n\n", 1)[0]
+    assert "cd communitybots && ../$(BIN)/communitybots serve src/communitybots/surveys/" in recipe
+    assert "cd communitybots" in (ROOT / "README.md").read_text().split("admin create ada", 1)[0][-300:]
+    assert "cd communitybots &&\n../.venv/bin/communitybots admin create" in (ROOT.parent / "README.md").read_text()
