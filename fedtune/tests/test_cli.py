@@ -243,3 +243,32 @@ def test_bench_memory_tables_are_whole_when_piped():
     assert "spry_per_iteration" in text and "…" not in text  # no column cut
     ratio_line = next(line for line in text.splitlines() if line.strip("│ ").startswith("spry_per_iteration") and "0.250" in line)
     assert "1.500" in ratio_line
+
+
+def test_examples_ship_with_the_package_and_copy(tmp_path):
+    import fnmatch
+    import tomllib
+
+    from fedtune.example_files import examples_dir
+
+    source = Path(__file__).resolve().parents[1] / "examples"
+    assert examples_dir().resolve() == source.resolve()  # the package's examples are the README's
+    globs = tomllib.loads((source.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["fedtune"]
+    for path in source.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            rel = str(path.relative_to(source.parent))
+            assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} would not be in the wheel"
+    listed = runner.invoke(app, ["examples", "list"])
+    assert listed.exit_code == 0
+    for toml in source.glob("*.toml"):
+        assert toml.stem in listed.output
+    assert "plugin" in listed.output and "FedAvg clients that clip their updates" in listed.output
+    copied = runner.invoke(app, ["examples", "copy", "demo_fedavg", "plugin", "--to", str(tmp_path)])
+    assert copied.exit_code == 0, copied.output
+    assert (tmp_path / "demo_fedavg.toml").read_text() == (source / "demo_fedavg.toml").read_text()
+    assert (tmp_path / "plugin" / "myfl.py").exists()
+    again = runner.invoke(app, ["examples", "copy", "demo_fedavg", "--to", str(tmp_path)])
+    assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
+    assert runner.invoke(app, ["examples", "copy", "demo_fedavg", "--to", str(tmp_path), "--overwrite"]).exit_code == 0
+    unknown = runner.invoke(app, ["examples", "copy", "nope", "--to", str(tmp_path)])
+    assert unknown.exit_code == 2 and "no example named 'nope'" in unknown.output

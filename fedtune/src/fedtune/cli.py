@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="List datasets and inspect partitions.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+examples_app = typer.Typer(help="The example experiments that ship with fedtune.", no_args_is_help=True)
+app.add_typer(examples_app, name="examples")
 app.add_typer(bench_app, name="bench")
 app.add_typer(flower_app, name="flower")
 
@@ -301,6 +303,36 @@ def compare(
     rows, path = write_comparison(out, runs, target, title)
     console.print(rich_table(rows, title=title + (f"; target accuracy {target:.4f}" if target is not None else "")))
     console.print(f"comparison: {path}")
+
+
+@examples_app.command("list")
+def examples_list() -> None:
+    """The shipped examples: name and what each runs."""
+    from rich.table import Table
+
+    from fedtune.example_files import examples_dir, list_examples
+
+    table = Table(title=f"examples ({examples_dir()})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it runs")
+    for example in list_examples():
+        table.add_row(example.name, example.description)
+    console.print(table)
+    console.print("copy one with: fedtune examples copy NAME [--to DIR]", highlight=False)
+
+
+@examples_app.command("copy")
+@friendly_errors
+def examples_copy(
+    names: Annotated[list[str] | None, typer.Argument(help="examples to copy (default: all)")] = None,
+    to: Annotated[Path, typer.Option(help="folder to copy them into")] = Path("."),
+    overwrite: Annotated[bool, typer.Option(help="replace files that exist")] = False,
+) -> None:
+    """Copy shipped examples into a folder, to run or edit them."""
+    from fedtune.example_files import copy_examples
+
+    for path in copy_examples(names or [], to, overwrite):
+        console.print(f"{path}", highlight=False)
 
 
 @datasets_app.command("list")
