@@ -272,3 +272,14 @@ def test_examples_ship_with_the_package_and_copy(tmp_path):
     assert runner.invoke(app, ["examples", "copy", "demo_fedavg", "--to", str(tmp_path), "--overwrite"]).exit_code == 0
     unknown = runner.invoke(app, ["examples", "copy", "nope", "--to", str(tmp_path)])
     assert unknown.exit_code == 2 and "no example named 'nope'" in unknown.output
+
+
+def test_readme_library_example_runs_from_any_folder(tmp_path, monkeypatch, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Library\n.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert '"rounds=3"' in block
+    monkeypatch.chdir(tmp_path)  # not the fedtune folder: the example finds the shipped experiment itself
+    exec(compile(block.replace('"rounds=3"', '"rounds=1"'), "README.md", "exec"), {})  # one round: the same code, faster
+    accuracy = float(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < accuracy < 1
+    assert len((tmp_path / "runs" / "library-demo" / "metrics.jsonl").read_text().splitlines()) == 1
