@@ -278,3 +278,22 @@ def test_validation_error_lists_every_problem(tmp_path):
     message = str(err.value)
     for field in ("model.name: unknown model 'nope'", "algorithm.lr: ", "algorithm.mu: ", "server.beta1: "):
         assert field in message
+
+
+def test_hf_text_dataset_finds_its_text_column_and_takes_the_models_tokenizer(tmp_path):
+    from fedtune.data import load_raw
+
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("sentence,label\na fine film,1\na dull film,0\nfine acting,1\n")
+    exp = load_experiment(raw={"data": {"name": f"hf:{csv}", "num_clients": 1, "options": {"max_length": 8}},
+                               "model": {"name": "hf:minilm"}, "clients_per_round": 1})
+    assert exp.data.options == {"max_length": 8, "tokenizer": "minilm"}  # the model's own tokenizer
+    mine = load_experiment(raw={"data": {"name": f"hf:{csv}", "num_clients": 1, "options": {"tokenizer": "smollm2"}},
+                                "model": {"name": "hf:minilm"}, "clients_per_round": 1})
+    assert mine.data.options["tokenizer"] == "smollm2"  # one named stays
+    raw = load_raw(exp.data.name, exp.data.options)  # no text_column: "sentence" is the one text column
+    assert raw.examples.tensors["input_ids"].shape == (3, 8) and raw.info.num_classes == 2
+    two = tmp_path / "pairs.csv"
+    two.write_text("premise,hypothesis,label\na,b,1\nc,d,0\n")
+    with pytest.raises(ConfigError, match="set text_column"):  # two text columns: which one is not guessed
+        load_raw(f"hf:{two}", {"tokenizer": "minilm"})

@@ -167,6 +167,14 @@ class Experiment(Strict):
         description="modules (or .py files) imported before the names are checked: your own algorithms, server optimizers, datasets, models",
     )
 
+    @model_validator(mode="after")
+    def _tokenizer_of_the_model(self) -> Experiment:
+        """An ``hf:`` dataset tokenizes its text with the ``hf:`` model's own tokenizer
+        unless ``data.options.tokenizer`` names another."""
+        if self.data.name.startswith("hf:") and self.model.name.startswith("hf:") and "tokenizer" not in self.data.options:
+            self.data.options = {**self.data.options, "tokenizer": self.model.name.removeprefix("hf:")}
+        return self
+
     @field_validator("backend", mode="before")
     @classmethod
     def _backend_name(cls, value: Any) -> Any:

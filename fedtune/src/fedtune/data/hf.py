@@ -10,10 +10,13 @@ Loads with :func:`datasets.load_dataset` (Lhoest et al. 2021, https://huggingfac
 Columns become tensors:
 
 - ``text_column``: tokenized with ``tokenizer`` (an offline alias such as ``minilm``, a
-  local folder or a hub id; :func:`fedtune.models.hf.load_tokenizer`) into ``input_ids`` /
+  local folder or a hub id; :func:`fedtune.models.hf.load_tokenizer`; an experiment with
+  an ``hf:`` model defaults it to that model's own) into ``input_ids`` /
   ``attention_mask``, padded and truncated to ``max_length``; ``text_pair_column`` adds a
   second sequence (premise and hypothesis in SNLI/MNLI). With ``task = "causal_lm"`` the labels are the input ids
   (padding -100) and ``num_classes`` is the vocabulary size.
+  Without ``text_column``, ``image_column`` or ``feature_columns``, a table with exactly
+  one text column besides the label and group columns uses it (:func:`find_text_column`).
 - ``image_column``: images to float ``x`` of shape (C, H, W) in [0, 1] (all one size).
 - otherwise the numeric ``feature_columns`` (default: every column but the label and
   group columns) form ``x`` of shape (F,).
@@ -195,6 +198,16 @@ def _features(table, opts: HFOptions) -> torch.Tensor:
     return torch.from_numpy(x.reshape(len(x), -1))
 
 
+def find_text_column(table, opts: HFOptions) -> str | None:
+    """The one string column besides the label and group columns, when no column option
+    says what ``x`` is; None when there is none or several (name one with text_column)."""
+    if opts.text_column is not None or opts.image_column is not None or opts.feature_columns is not None:
+        return None
+    skip = {opts.label_column, opts.group_column}
+    text = [c for c, f in table.features.items() if c not in skip and getattr(f, "dtype", None) in ("string", "large_string")]
+    return text[0] if len(text) == 1 else None
+
+
 def load_hf(source: str, options: dict, seed: int) -> RawDataset:
     """Load ``hf:<source>`` as a :class:`RawDataset`; see the module docstring for the options."""
     opts = parse_options(HFOptions, options, f"hf:{source}")
@@ -207,6 +220,8 @@ def load_hf(source: str, options: dict, seed: int) -> RawDataset:
             table = table.select([i for i, v in enumerate(labels) if not (isinstance(v, int) and v < 0)])
     if len(table) == 0:
         raise ConfigError(f"data.name: hf:{source} split {opts.split!r} has no examples")
+    if (found := find_text_column(table, opts)) is not None:
+        opts = opts.model_copy(update={"text_column": found})
     tokenizer = None
     class_names = None
     if opts.text_column is not None:
