@@ -207,6 +207,11 @@ def test_the_server_purges_at_start_up(study_client) -> None:  # noqa: F811
         assert p.purged_at is not None
         assert db.scalar(select(Message.text).where(Message.participant_id == p.id,
                                                     Message.role == "participant")) == ""
+    make_admin(restarted)
+    log_in(restarted)
+    page = restarted.get(f"/admin/participants/{public_id}").text
+    assert f"text purged after the retention period ({len(RICH['dwelling'].split())} words)" in page
+    assert "(text purged)" in restarted.get("/admin/participants").text
 
 
 def test_make_bots_and_admin_create_share_a_database() -> None:
