@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from communitybots.spec import parse_survey
@@ -108,7 +108,7 @@ def purge(db: Session, days: int, now: dt.datetime | None = None,
         if free:
             answers = db.execute(update(Answer).where(
                 Answer.participant_id == p.id, Answer.item_id.in_(free),
-                or_(Answer.value != "")).values(value="")).rowcount or 0
+                Answer.value != "").values(value="")).rowcount or 0
         p.wizard_pending = None
         p.purged_at = now
         audit(db, actor, "purge", p.public_id, at=now, retention_days=days, messages=n,

@@ -39,6 +39,8 @@ __all__ = [
 
 _ID = r"^[a-z][a-z0-9_\-]*$"
 _HEX = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+#: built-in avatar icons, drawn as SVG (no emoji font needed): ``web/avatars.py``
+AVATAR_ICONS: tuple[str, ...] = ("bot", "home", "work", "health", "person", "chat")
 
 
 class SpecError(ValueError):
@@ -129,10 +131,6 @@ class Agent(_Model):
         if not _HEX.match(v):
             raise ValueError(f"colour must be a hex colour like #1f77b4, got {v!r}")
         return v
-
-
-#: built-in avatar icons, drawn as SVG (no emoji font needed): ``web/avatars.py``
-AVATAR_ICONS: tuple[str, ...] = ("bot", "home", "work", "health", "person", "chat")
 
 
 class QuestionItem(_Model):

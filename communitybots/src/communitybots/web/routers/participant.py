@@ -116,10 +116,10 @@ async def consent(request: Request, db: DB,
                 headers={"Retry-After": str(wait)})
     panel_id, panel_data = panel.from_form(study.survey, form)
     condition, assignment = assignment_.assign(db, study.survey_pk, requested)
-    _participant, token = conversation.start(
+    started, token = conversation.start(
         db, study, condition, assignment, group,
         status=study_flow.first_status(study.survey), panel_id=panel_id, panel_data=panel_data)
-    response = RedirectResponse(_NEXT_PAGE[_participant.status], status_code=303)
+    response = RedirectResponse(_NEXT_PAGE[started.status], status_code=303)
     response.set_cookie(PARTICIPANT_COOKIE, token, httponly=True, samesite="lax",
                         secure=secure_cookie(request, settings), max_age=SESSION_COOKIE_S)
     return response
