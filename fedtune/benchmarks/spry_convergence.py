@@ -349,6 +349,7 @@ def main() -> None:
     parser.add_argument("--tune-seed", type=int, default=100)
     parser.add_argument("--force", action="store_true", help="rerun saved runs")
     parser.add_argument("--readme", action="store_true", help="also write the table into benchmarks/README.md")
+    parser.add_argument("--report", action="store_true", help="only summarize the runs saved so far (runs nothing)")
     args = parser.parse_args()
 
     import torch
@@ -359,22 +360,36 @@ def main() -> None:
         sc = Scale(**{**asdict(sc), "rounds": args.rounds})
     folder = RESULTS / "spry_convergence" / args.scale
     lrs, trials = dict(DEFAULT_LR), {}
-    if args.tune:
+    if args.tune and not args.report:
         tuned, trials = tune(args.methods, sc, args.scale, args.tune_seed, args.force)
         lrs.update(tuned)
     records: dict[tuple[str, str, float, int], dict] = {}
     probes: dict[tuple[str, float, int], dict] = {}
-    start = time.perf_counter()
     for method, task, alpha, seed in plan(args.scale):
         if method not in args.methods or (args.only and f"{task}@{alpha}" not in args.only):
             continue
+        path = folder / f"{method}-{task}-a{alpha}-s{seed}.json"
+        if args.report:
+            saved = saved_run(path, folder / f"warm_head-{task}-a{alpha}-s{seed}.json")
+            if saved is not None:
+                probes[(task, alpha, seed)], records[(method, task, alpha, seed)] = saved
+            continue
         head, probes[(task, alpha, seed)] = warm_head(task, alpha, seed, sc, args.scale, args.force)
         raw = method_experiment(method, task, alpha, seed, sc, lrs[method], head, str(WORK / args.scale / "run"))
-        records[(method, task, alpha, seed)] = cached(folder / f"{method}-{task}-a{alpha}-s{seed}.json", raw, args.force)
-        write_summary(args.scale, sc, records, probes, lrs, trials, time.perf_counter() - start, args.readme)
+        records[(method, task, alpha, seed)] = cached(path, raw, args.force)
+        write_summary(args.scale, sc, records, probes, lrs, trials, args.readme)
+    if args.report and records:
+        write_summary(args.scale, sc, records, probes, lrs, trials, args.readme)
 
 
-def write_summary(scale: str, sc: Scale, records: dict, probes: dict, lrs: dict, trials: dict, seconds: float, readme: bool) -> None:
+def saved_run(path: Path, probe: Path) -> tuple[dict, dict] | None:
+    """(probe record, run record) saved by an earlier invocation, or None."""
+    if not (path.exists() and probe.exists()):
+        return None
+    return json.loads(probe.read_text()), json.loads(path.read_text())
+
+
+def write_summary(scale: str, sc: Scale, records: dict, probes: dict, lrs: dict, trials: dict, readme: bool) -> None:
     summary = summarize(records, probes)
     meta = {
         "scale": scale,
@@ -388,7 +403,7 @@ def write_summary(scale: str, sc: Scale, records: dict, probes: dict, lrs: dict,
            "runs": {f"{m}@{t}@{a}@s{s}": {k: r[k] for k in ("curve", "final_test_accuracy", "run_s", "load_average_before")}
                     for (m, t, a, s), r in records.items()},
            "warm_heads": {f"{t}@{a}@s{s}": p["final_test_accuracy"] for (t, a, s), p in probes.items()},
-           "wall_s_this_invocation": round(seconds, 1)}
+           "run_s_total": round(sum(r["run_s"] for r in records.values()) + sum(p["run_s"] for p in probes.values()), 1)}
     path = RESULTS / f"spry_convergence_{scale}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     plot(records, probes, path.with_suffix(".png"))
