@@ -36,7 +36,11 @@ from pathlib import Path
 
 import httpx
 
+from communitybots.spec import load_survey
 from communitybots.web.serving import free_port, wait_until_serving
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import BEFORE_CHAT, form_answers  # noqa: E402  (the load benchmark's page walk)
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent
@@ -101,6 +105,11 @@ def attacker(base: str, stop: threading.Event, statuses: Counter, seed: int) -> 
                 token = _token(client, "/admin/login")
 
 
+#: answers to the shipped survey's pre-chat questions (the server asks for them when its
+#: survey has them; a server of an older version goes straight to the chat)
+PRE_ANSWERS = form_answers(load_survey(SURVEY).pre_survey)
+
+
 def participant_flood(base: str, stop: threading.Event, statuses: Counter, seed: int) -> None:
     rng = random.Random(seed)
     while not stop.is_set():
@@ -112,7 +121,13 @@ def participant_flood(base: str, stop: threading.Event, statuses: Counter, seed:
                 if r.status_code != 303:
                     time.sleep(0.2)
                     continue
-                for _ in range(rng.randint(3, 8)):
+                page = r.headers.get("location", "/chat")
+                while page in BEFORE_CHAT:  # the pre-chat questions and the tutorial
+                    fields = {"csrf_token": token, **(PRE_ANSWERS if page == "/pre" else {})}
+                    step = client.post(page, data=fields)
+                    statuses[f"{page} {step.status_code}"] += 1
+                    page = step.headers.get("location", "/chat") if step.status_code == 303 else ""
+                for _ in range(rng.randint(3, 8) if page == "/chat" else 0):
                     if stop.is_set():
                         break
                     m = client.post("/api/messages", headers={"X-CSRF-Token": token}, json={

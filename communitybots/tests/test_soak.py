@@ -30,4 +30,5 @@ def test_soak_memory_stays_flat(tmp_path: Path) -> None:
     assert requests.get("long_username 400", 0) > 0 and requests.get("huge_json 413", 0) > 0
     assert requests.get("random_username 429", 0) > 0  # the address is throttled
     assert requests.get("consent 303", 0) <= 20  # per-address consent limit
+    assert requests.get("message 200", 0) > 0  # past the pre-chat pages, into the chat
     assert run.returncode == 0, run.stdout + run.stderr
