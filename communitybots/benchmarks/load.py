@@ -84,16 +84,20 @@ def percentile(values: list[float], q: float) -> float:
 async def participant(base: str, index: int, messages: int, think: tuple[float, float],
                       duplicate_share: float, latencies: list[float], errors: list[str],
                       errors_retried: list[str], seed: int, pre_answers: dict[str, str],
-                      setup_requests: list[int]) -> int:
+                      setup_requests: list[int], arrival: float) -> int:
     rng = random.Random(seed * 100_003 + index)
     accepted = 0
     # verify=False: plain HTTP on loopback needs no certificates, and loading them costs
     # each client ~25 ms of CPU (1,000 participants starved the generator)
     async with httpx.AsyncClient(base_url=base, timeout=60.0, verify=False) as client:
-        await asyncio.sleep(rng.uniform(0, think[1]))  # arrivals spread over one think time
-        page = await client.get("/")
-        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
-        consent = await client.post("/consent", data={"csrf_token": token, "consent": "yes"})
+        await asyncio.sleep(rng.uniform(0, arrival))  # arrivals spread over ``arrival`` s
+        try:
+            page = await client.get("/")
+            token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+            consent = await client.post("/consent", data={"csrf_token": token, "consent": "yes"})
+        except httpx.TransportError as err:  # this participant gives up: counted as lost
+            errors.append(f"landing or consent: {type(err).__name__}")
+            return 0
         if consent.status_code != 303:
             errors.append(f"consent {consent.status_code}")
             return 0
@@ -101,7 +105,11 @@ async def participant(base: str, index: int, messages: int, think: tuple[float, 
         setup_requests.append(2)
         while page in BEFORE_CHAT:  # the pre-chat questions, the tutorial
             fields = {"csrf_token": token, **(pre_answers if page == "/pre" else {})}
-            step = await client.post(page, data=fields)
+            try:
+                step = await client.post(page, data=fields)
+            except httpx.TransportError as err:
+                errors.append(f"{page}: {type(err).__name__}")
+                return 0
             setup_requests.append(1)
             if step.status_code != 303:
                 errors.append(f"{page} {step.status_code}")
@@ -169,8 +177,10 @@ PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("CTM step: engine (ctm.py)", ("ctm.py",)),
     ("database: participant by cookie", ("find_participant",)),
     ("database: rate-limit query", ("check_rate",)),
-    ("database: the turn's INSERTs", ("_append (",)),
-    ("database: commit (participant UPDATE)", ("Session.commit", "Session.flush")),
+    ("database: idempotency key and rate window (one SELECT)", ("_turn_lookup",)),
+    ("database: participant UPDATE", ("_update_participant",)),
+    ("database: the turn's INSERTs", ("_append (", "_insert (")),
+    ("database: commit", ("Session.commit", "Session.flush")),
     ("database: idempotency lookup, replay, rest of take_turn", ("take_turn (",)),
     ("database: session end (get_db)", ("get_db", "Session.close")),
     ("consent (new participants)", ("consent (",)),
@@ -250,10 +260,12 @@ async def run_clients(base: str, args: argparse.Namespace
     retried: list[str] = []
     setup: list[int] = []
     pre_answers = form_answers(load_survey(SURVEY).pre_survey)
+    think = tuple(args.think)
     t0 = time.perf_counter()
     accepted = await asyncio.gather(*[
-        participant(base, i, args.messages, tuple(args.think), args.duplicates, latencies,
-                    errors, retried, args.seed, pre_answers, setup)
+        participant(base, i, args.messages, think, args.duplicates, latencies,
+                    errors, retried, args.seed, pre_answers, setup,
+                    think[1] if args.arrival is None else args.arrival)
         for i in range(args.participants)])
     return latencies, errors, retried, list(accepted), time.perf_counter() - t0, sum(setup)
 
@@ -264,6 +276,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=30)
     parser.add_argument("--think", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"),
                         help="seconds between a reply and the next message (uniform)")
+    parser.add_argument("--arrival", type=float, default=None, metavar="S",
+                        help="participants arrive uniformly over S seconds (default: the "
+                             "longest think time)")
     parser.add_argument("--duplicates", type=float, default=0.05,
                         help="share of messages sent twice with the same idempotency key")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
@@ -324,6 +339,7 @@ def main() -> None:
     result = {
         "participants": args.participants, "messages_each": args.messages,
         "think_s": list(args.think), "duplicate_share": args.duplicates,
+        "arrival_s": args.think[1] if args.arrival is None else args.arrival,
         "database": url.split(":")[0], "relevance": args.relevance,
         "workers": args.workers or default_workers(),
         "requests": len(ms), "accepted_messages": sum(accepted), "expected_messages": expected,
