@@ -32,6 +32,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fedtune.report.plots import line_style, log_axis  # noqa: E402
+
 
 def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
     pts = [(int(m["round"]), float(m[key])) for m in metrics if key in m and m[key] is not None]
@@ -126,19 +128,22 @@ def plot_drift(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    for name, metrics in runs.items():
+    drawn_lr = False
+    for i, (name, metrics) in enumerate(runs.items()):
         x, y = _series(metrics, key)
-        (line,) = top.plot(x, y, label=name, linewidth=1.4)
+        (line,) = top.plot(x, y, label=name, **line_style(i, len(x)))
         x, y = _series(metrics, lr_key)
         if x:
-            bottom.plot(x, y, color=line.get_color(), linewidth=1.2)
+            bottom.plot(x, y, color=line.get_color(), **line_style(i, len(x)))
+            drawn_lr = True
     for ax in (top, bottom):
         for r in drift_rounds:
             ax.axvline(r, color="grey", linestyle="--", linewidth=0.8)
         ax.grid(alpha=0.3)
     top.set_ylabel(key.replace("_", " "))
     top.legend(fontsize=8, loc="lower right")
-    bottom.set_yscale("log")
+    if drawn_lr:
+        log_axis(bottom)  # ticks as plain numbers (0.01, 0.1), not powers of ten
     bottom.set_ylabel("effective server lr\nη / denominator (mean)")
     bottom.set_xlabel("round")
     if title:
