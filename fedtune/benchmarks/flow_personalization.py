@@ -175,7 +175,7 @@ def main() -> None:
         out["alphas_per_seed"] = out.get("alphas_per_seed", {}) | {str(alpha): per_seed}
         for key, lines in curves.items():
             plot_lines(lines, RESULTS / f"flow_personalization{suffix}_{key}_a{alpha:g}.png", key.replace("_", " "),
-                       f"{key.replace('_', ' ')}, MNIST Dirichlet α = {alpha:g} (mean of {len(cfg['seeds'])} seeds)")
+                       f"{key.replace('_', ' ')}, MNIST α = {alpha:g} ({len(cfg['seeds'])} seeds)")
     if not args.seeds:
         (RESULTS / f"flow_personalization{suffix}.json").write_text(json.dumps(out, indent=2) + "\n")
         print(markdown(out))
