@@ -238,10 +238,14 @@ def test_hf_errors(tables):
         ConfigError, match=r"^data.options.tokenizer: text column 'text' needs a tokenizer"
     ):
         load_raw(f"hf:{path}/toy.csv", {**cache, "text_column": "text"})
+    with pytest.raises(  # the table's one text column is found without text_column
+        ConfigError, match=r"^data.options.tokenizer: text column 'text' needs a tokenizer"
+    ):
+        load_raw(f"hf:{path}/toy.csv", cache)
     with pytest.raises(
         ConfigError, match=r"^data.options.feature_columns: columns .* are not all numeric"
     ):
-        load_raw(f"hf:{path}/toy.csv", cache)
+        load_raw(f"hf:{path}/toy.csv", {**cache, "feature_columns": ["f1", "text"]})
     with pytest.raises(ConfigError, match=r"^data.options.splitt: dataset 'hf:"):
         load_raw(f"hf:{path}/toy.csv", {"splitt": "train"})
 
