@@ -80,6 +80,15 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
+def pickle_file_plugins_by_value(cloudpickle: ModuleType) -> None:
+    """Have ``cloudpickle`` (Ray's ``ray.cloudpickle``) send the classes of ``.py``-file
+    plugins by value: their modules have names of our making, which a worker process could
+    not import by reference. Module-name plugins travel by reference as usual (the worker
+    imports them)."""
+    for module in _files.values():
+        cloudpickle.register_pickle_by_value(module)
+
+
 def _import_module(name: str, search: Iterable[Path]) -> ModuleType:
     try:
         return importlib.import_module(name)
@@ -153,4 +162,11 @@ def reset_entry_points() -> None:
     _entry_points_loaded = False
 
 
-__all__ = ["ENTRY_POINT_GROUP", "load_entry_point_plugins", "load_plugins", "reset_entry_points", "resolve_plugin"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "load_entry_point_plugins",
+    "load_plugins",
+    "pickle_file_plugins_by_value",
+    "reset_entry_points",
+    "resolve_plugin",
+]

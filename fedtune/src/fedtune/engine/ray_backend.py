@@ -29,6 +29,7 @@ from fedtune.engine.backend import Backend
 from fedtune.engine.worker import ClientFailure, ClientRun, ClientWorker, describe_error
 from fedtune.errors import ConfigError
 from fedtune.models.base import State
+from fedtune.plugins import pickle_file_plugins_by_value
 
 
 class _WorkerActor:
@@ -86,6 +87,7 @@ class RayBackend(Backend):
     def __init__(self, exp: Experiment, client: Client) -> None:
         cfg = exp.backend
         ray, self._owns_ray = start_ray(cfg.address)
+        pickle_file_plugins_by_value(ray.cloudpickle)  # a .py-file plugin's client class reaches the actors
         self.ray = ray
         self.exp, self.client = exp, client
         if cfg.num_actors is not None:
