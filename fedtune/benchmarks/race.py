@@ -25,6 +25,12 @@ time: fedtune's ``wall_s`` of the rounds; the plain loop and Flower time their o
 Whole-process time minus the rounds is start-up and wrap-up (imports, data, report).
 
     python benchmarks/race.py [--repeat 2] [--only plain,inprocess] [--variants 10,100]
+    python benchmarks/race.py interleaved    # rounds only, in one process (less noise)
+
+``interleaved`` times rounds alone, in one process, the contestants taking turns on the
+same sampled clients and global weights (median over rounds 2-11; results/race_interleaved.json):
+the plain loop's client training, the in-process backend's clients, a whole fedtune round
+(clients, aggregation, the metrics record) and the vmap backend's clients.
 
 Each finished process is saved in ``results/race/`` and skipped when the script runs
 again; the summary (medians over repeats, ratios) goes to ``results/race.json``.
@@ -195,6 +201,68 @@ def flower(prep: Path, clients_per_round: int, out: Path) -> None:
     out.write_text(json.dumps({"accuracy": accuracy[-1], "rounds_s": stamps[-1] - stamps[0]}))
 
 
+# -- rounds alone, in one process -------------------------------------------------------------------
+def plain_clients(model, examples: list, state: dict) -> None:
+    """The plain loop's client training (as in :func:`plain`) on fedtune's model and data."""
+    import torch
+    import torch.nn.functional as F
+
+    for ex in examples:
+        model.load_state_dict(state, strict=False)
+        opt = torch.optim.SGD(model.parameters(), lr=LR)
+        order = torch.randperm(len(ex))
+        for start in range(0, len(ex), BATCH):
+            idx = order[start : start + BATCH]
+            opt.zero_grad()
+            F.cross_entropy(model({"x": ex.tensors["x"][idx]}), ex.tensors["labels"][idx]).backward()
+            opt.step()
+        {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def interleaved_variant(clients_per_round: int, rounds: int) -> dict:
+    import statistics
+
+    from fedtune.config import load_experiment
+    from fedtune.engine.backend import InProcessBackend
+    from fedtune.engine.loop import Run
+    from fedtune.engine.sampling import sample_clients
+    from fedtune.engine.vmap_backend import VmapBackend
+
+    exp = load_experiment(raw=tomllib.loads(experiment_toml(clients_per_round, SCRATCH / "interleaved")))
+    run = Run(exp)
+    run.start()
+    sequential, vectorized = InProcessBackend(exp, run.worker), VmapBackend(exp, run.worker)
+    times: dict[str, list[float]] = {"plain clients": [], "inprocess clients": [], "vmap clients": [], "inprocess round": []}
+    for rnd in range(1, rounds + 1):
+        sampled = sample_clients(SEED, rnd, NUM_CLIENTS, clients_per_round)
+        tasks = list(run.algorithm.configure_round(rnd, sampled, run.global_state, exp.seed).values())
+        state = dict(run.global_state)
+        start = time.perf_counter()
+        plain_clients(run.model, [run.federation.client_data(c, rnd).train for c in sampled], state)
+        times["plain clients"].append(time.perf_counter() - start)
+        for name, backend in (("inprocess clients", sequential), ("vmap clients", vectorized)):
+            start = time.perf_counter()
+            backend.run(tasks, state, {})
+            times[name].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        run.round(rnd)
+        times["inprocess round"].append(time.perf_counter() - start)
+    run.close()
+    medians = {k: round(statistics.median(v[1:]), 4) for k, v in times.items()}  # round 1 warms up
+    return {"clients_per_round": clients_per_round, **medians, "load": round(os.getloadavg()[0], 2)}
+
+
+def interleaved(rounds: int = 11) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    out: dict = {"benchmark": "race_interleaved", "rounds": f"2-{rounds} (medians)", "rows": []}
+    for clients_per_round in VARIANT_CONTESTANTS:
+        out["rows"].append(row := interleaved_variant(clients_per_round, rounds))
+        print(json.dumps(row), flush=True)
+    (RESULTS / "race_interleaved.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
 # -- the driver ------------------------------------------------------------------------------------------
 def prepare(prep: Path) -> None:
     """fedtune's partition and split as index lists (plain loop), tensors per client (Flower)."""
@@ -314,7 +382,7 @@ def table(summary: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="race", choices=["race", "plain", "flower"])
+    parser.add_argument("mode", nargs="?", default="race", choices=["race", "plain", "flower", "interleaved"])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--only", default=",".join(CONTESTANTS), help="contestants, comma-separated")
     parser.add_argument("--variants", default="10,100", help="clients a round, comma-separated")
@@ -326,6 +394,9 @@ def main() -> None:
         return plain(args.prep, args.cpr, args.out)
     if args.mode == "flower":
         return flower(args.prep, args.cpr, args.out)
+    if args.mode == "interleaved":
+        interleaved()
+        return None
     prepare(args.prep)
     work = SCRATCH / "work"
     work.mkdir(parents=True, exist_ok=True)
