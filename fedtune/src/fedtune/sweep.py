@@ -143,7 +143,11 @@ def run_state(exp: Experiment) -> str:
     if not (run_dir / METRICS_FILE).exists():
         return "new"
     config = run_dir / CONFIG_FILE
-    if not config.exists() or tomllib.loads(config.read_text()) != tomllib.loads(exp.to_toml()):
+    try:  # compared as resolved, so a folder written before defaults were spelled out still matches
+        same = config.exists() and load_experiment(config).resolved() == exp.resolved()
+    except ConfigError:
+        same = False
+    if not same:
         return "other"
     lines = [ln for ln in (run_dir / METRICS_FILE).read_text().splitlines() if ln.strip()]
     return "done" if lines and json.loads(lines[-1])["round"] >= exp.rounds else "resume"
