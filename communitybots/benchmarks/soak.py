@@ -1,7 +1,9 @@
 """Soak test of the web platform against abuse, on loopback only, for a bounded time.
 
-Starts ``communitybots serve`` (two worker processes by default) on a fresh database and,
-for ``--seconds``, keeps sending what an attacker sends: failed logins with 200 KB
+Starts ``communitybots serve`` (two worker processes by default) on a fresh database, holds
+a few whole conversations (consent, pre-chat questions, tutorial, two messages: each
+worker's first chat turns then fall in no sample) and, for ``--seconds``, keeps sending
+what an attacker sends: failed logins with 200 KB
 usernames (refused before anything is stored), failed logins with a new random username
 each time (counted per address and account in the database), 1 MB login forms and 30 MB
 JSON bodies (refused by the body cap), consents (limited per address) and chat messages
@@ -110,6 +112,34 @@ def attacker(base: str, stop: threading.Event, statuses: Counter, seed: int) -> 
 PRE_ANSWERS = form_answers(load_survey(SURVEY).pre_survey)
 
 
+def walk_to_chat(client: httpx.Client, token: str, page: str, statuses: Counter) -> str:
+    """Through the pre-chat questions and the tutorial (when the survey has them) to the
+    chat; the page reached ("/chat" unless a step was refused)."""
+    while page in BEFORE_CHAT:
+        fields = {"csrf_token": token, **(PRE_ANSWERS if page == "/pre" else {})}
+        step = client.post(page, data=fields)
+        statuses[f"{page} {step.status_code}"] += 1
+        page = step.headers.get("location", "/chat") if step.status_code == 303 else ""
+    return page
+
+
+def warm_up(base: str, workers: int, statuses: Counter) -> None:
+    """A few whole conversations before the measurement starts, so that each worker's
+    first chat turns (the NLU's and the CTM's first allocations) fall in no sample."""
+    for _ in range(2 * workers):
+        with httpx.Client(base_url=base, timeout=60) as client:
+            token = _token(client)
+            r = client.post("/consent", data={"csrf_token": token, "consent": "yes"})
+            statuses[f"warm-up consent {r.status_code}"] += 1
+            if r.status_code != 303:
+                continue
+            if walk_to_chat(client, token, r.headers.get("location", "/chat"), statuses) == "/chat":
+                for text in ("We cooked at home.", "I walked the dog every day."):
+                    m = client.post("/api/messages", headers={"X-CSRF-Token": token}, json={
+                        "client_id": uuid.uuid4().hex, "kind": "message", "text": text})
+                    statuses[f"warm-up message {m.status_code}"] += 1
+
+
 def participant_flood(base: str, stop: threading.Event, statuses: Counter, seed: int) -> None:
     rng = random.Random(seed)
     while not stop.is_set():
@@ -121,12 +151,7 @@ def participant_flood(base: str, stop: threading.Event, statuses: Counter, seed:
                 if r.status_code != 303:
                     time.sleep(0.2)
                     continue
-                page = r.headers.get("location", "/chat")
-                while page in BEFORE_CHAT:  # the pre-chat questions and the tutorial
-                    fields = {"csrf_token": token, **(PRE_ANSWERS if page == "/pre" else {})}
-                    step = client.post(page, data=fields)
-                    statuses[f"{page} {step.status_code}"] += 1
-                    page = step.headers.get("location", "/chat") if step.status_code == 303 else ""
+                page = walk_to_chat(client, token, r.headers.get("location", "/chat"), statuses)
                 for _ in range(rng.randint(3, 8) if page == "/chat" else 0):
                     if stop.is_set():
                         break
@@ -180,6 +205,7 @@ def main() -> None:
             wait_until_serving(base, server, timeout=120)
         except RuntimeError as err:
             raise SystemExit(f"server did not start ({err}): {log_path.read_text()[-2000:]}") from None
+        warm_up(base, args.workers, statuses)
         stop = threading.Event()
         threads = [threading.Thread(target=attacker, args=(base, stop, statuses, i))
                    for i in range(args.attackers)]
