@@ -258,7 +258,9 @@ def summarize(records: dict[tuple[str, str, float, int], dict], probes: dict[tup
             finals = [r["final_test_accuracy"] for r in runs]
             rounds = [p["round"] for p in runs[0]["curve"]]
             mean_curve = [statistics.mean(r["curve"][i]["test_accuracy"] for r in runs) for i in range(len(rounds))]
+            losses = [statistics.mean(p["test_loss"] for p in r["curve"][-2:]) for r in runs]
             rows[method] = {"seeds": len(runs), "final_mean": round(statistics.mean(finals), 4),
+                            "final_test_loss": round(statistics.mean(losses), 4),
                             "final_sd": round(statistics.stdev(finals), 4) if len(finals) > 1 else None,
                             "rounds": rounds, "mean_curve": [round(x, 4) for x in mean_curve]}
         start = [p["final_test_accuracy"] for (t, a, _), p in probes.items() if (t, a) == (task, alpha)]
@@ -284,7 +286,8 @@ def summarize(records: dict[tuple[str, str, float, int], dict], probes: dict[tup
 
 def table(summary: dict, meta: dict) -> str:
     lines = [f"Measured {meta['date']} on {meta['machine']} (scale `{meta['scale']}`: {meta['setting']}); "
-             f"final = mean test accuracy of the last 2 evaluations; mean ± sd over seeds where there are several.", "",
+             f"final = mean test accuracy (and test loss) of the last 2 evaluations; mean ± sd over seeds where there are "
+             f"several, (n) seeds.", "",
              "| task @ α | warm head | " + " | ".join(METHODS) + " | best Spry − FedYogi-bp |",
              "|---" * (len(METHODS) + 3) + "|"]
     for key, entry in summary.items():
@@ -295,7 +298,7 @@ def table(summary: dict, meta: dict) -> str:
                 cells.append("–")
             else:
                 sd = f" ± {row['final_sd']:.3f}" if row["final_sd"] is not None else ""
-                cells.append(f"{row['final_mean']:.3f}{sd} ({row['seeds']})")
+                cells.append(f"{row['final_mean']:.3f}{sd} ({row['seeds']}), loss {row['final_test_loss']:.3f}")
         target = entry.get("target_within_3_points_of_fedyogi_bp")
         gap = f"{target['gap_points']:+.1f} pts ({'met' if target['met'] else 'missed'})" if target else "–"
         head = f"{entry['warm_head_accuracy']:.3f}" if entry["warm_head_accuracy"] is not None else "–"
