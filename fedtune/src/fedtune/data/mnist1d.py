@@ -67,8 +67,10 @@ def generate_mnist1d(opts: MNIST1DOptions) -> tuple[np.ndarray, np.ndarray]:
 
 @DATASETS.register("mnist1d")
 def load_mnist1d(options: dict, seed: int) -> RawDataset:
-    """MNIST-1D (Greydanus and Kobak 2024) generated locally; options ``num_samples``,
-    ``generator_seed``, ``corr_noise_scale``, ``iid_noise_scale``."""
+    """MNIST-1D, 40-point 1-D digits generated locally (Greydanus and Kobak 2024).
+
+    Options: ``num_samples``, ``generator_seed``, ``corr_noise_scale``, ``iid_noise_scale``.
+    """
     opts = parse_options(MNIST1DOptions, options, "mnist1d")
     x, y = generate_mnist1d(opts)
     info = DatasetInfo(
