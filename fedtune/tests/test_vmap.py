@@ -113,7 +113,7 @@ SPRY = {"algorithm": {"name": "spry", "batch_size": 16, "lr": 1e-3, "max_steps":
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (SPRY, "cannot run 'spry': its client procedure (EstimatedGradientClient) is not plain local training; it runs fedavg, fedprox;"),
+        (SPRY, "cannot run 'spry': its client procedure (EstimatedGradientClient) is not plain local training; it runs fedavg, fedprox"),
         ({"algorithm": {"name": "fedsgd"}}, "cannot run 'fedsgd'"),
         ({"algorithm": {"name": "test-vmap-stateful"}}, "cannot run 'test-vmap-stateful': its clients keep state between rounds"),
         ({"algorithm": {"name": "flash"}, "server": {"name": "flash"}}, "cannot stop clients early"),
