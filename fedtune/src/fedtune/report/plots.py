@@ -97,8 +97,8 @@ def plot_curves(runs: dict[str, list[dict]], key: str, path: Path, title: str | 
 def plot_lines(lines: dict[str, tuple[list[int], list[float]]], path: Path, ylabel: str, title: str) -> Path:
     """Named (rounds, values) lines in one figure."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, (x, y) in lines.items():
-        ax.plot(x, y, marker="o" if len(x) < 30 else None, markersize=3, label=name)
+    for i, (name, (x, y)) in enumerate(lines.items()):
+        ax.plot(x, y, label=name, **line_style(i, len(x)))
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
