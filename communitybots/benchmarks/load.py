@@ -173,7 +173,8 @@ def wait_until_idle(pid: int, timeout: float = 180.0, quiet_s: float = 0.05) -> 
 #: (innermost parts first), else "other"
 PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("CTM state (de)serialisation", ("State.from_json", "State.to_json")),
-    ("CTM step: language understanding (nlu.py)", ("nlu.py",)),
+    # the label predates the split of nlu.py into the nlu/ package; the marker is the package
+    ("CTM step: language understanding (nlu.py)", ("communitybots/nlu/",)),
     ("CTM step: engine (ctm.py)", ("ctm.py",)),
     ("database: participant by cookie", ("find_participant",)),
     ("database: rate-limit query", ("check_rate",)),
