@@ -41,7 +41,7 @@ from communitybots.nlu.intents import (
     is_jump_request,
     load_seeds,
 )
-from communitybots.nlu.quality import ZERO_QUALITY, Quality, QualityScorer, QualityWeights
+from communitybots.nlu.quality import Quality, QualityScorer, QualityWeights
 from communitybots.nlu.relevance import (
     RELEVANCE_BACKENDS,
     EmbeddingRelevance,
@@ -72,7 +72,6 @@ __all__ = [
     "SparseTfidf",
     "TfidfRelevance",
     "Vocabulary",
-    "ZERO_QUALITY",
     "default_faq",
     "embeddings_available",
     "hedged_answer",

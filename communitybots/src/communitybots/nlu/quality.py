@@ -37,9 +37,6 @@ class Quality:
         return {k: round(v, 4) for k, v in asdict(self).items()}
 
 
-ZERO_QUALITY = Quality(0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-
-
 @dataclass(frozen=True)
 class QualityWeights:
     """Weights of the parts in ``overall = (1 - gibberish) * weighted mean(parts)``."""
