@@ -7,7 +7,8 @@ answers, or when the topic's dialog ends), and hand over to the chatbot that own
 next topic, which then introduces itself.
 
 ``CTM.step(state, message, now)`` is a pure function: it reads the state and returns a
-new state, the bot's replies and the events that explain every decision, without I/O,
+new state, the bot's replies and the events that explain every decision (a :class:`Step`,
+which also carries the message's intent and quality as a typed ``analysis``), without I/O,
 clock or randomness (``now`` is passed in, seconds since the conversation started).
 The input state is never mutated; states round-trip through JSON (``State.to_json``).
 
@@ -33,13 +34,13 @@ mental-health crisis or violence: acknowledged with care, never probed).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
 from communitybots.nlu import NLU, Analysis, Intent, normalize, words
 from communitybots.spec import Agent, Survey, Topic
 
-__all__ = ["CTM", "Event", "Reply", "State", "REPLY_KINDS", "EVENT_KINDS"]
+__all__ = ["CTM", "Event", "Reply", "State", "Step", "REPLY_KINDS", "EVENT_KINDS"]
 
 REPLY_KINDS = frozenset({"intro", "opening", "question", "probe", "ack", "clarify",
                          "answer_to_question", "warning", "handover", "closing", "end"})
@@ -181,6 +182,31 @@ class State:
 
 
 _STATE_FIELDS = frozenset(f.name for f in fields(State))
+
+
+@dataclass(frozen=True)
+class Step:
+    """What :meth:`CTM.step` returns: the new state, the replies and the events, plus the
+    message's :class:`~communitybots.nlu.Analysis` (intent and quality parts) as a typed
+    value, so that callers read it here rather than out of the ``message_analyzed`` event.
+
+    It unpacks and indexes as the triple ``(state, replies, events)``: the analysis is
+    read by name (``step.analysis``).
+    """
+
+    state: State
+    replies: list[Reply]
+    events: list[Event]
+    analysis: Analysis
+
+    def __iter__(self) -> Iterator[State | list[Reply] | list[Event]]:
+        return iter((self.state, self.replies, self.events))
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> State | list[Reply] | list[Event]:
+        return (self.state, self.replies, self.events)[index]
 
 
 class _Turn:
@@ -363,8 +389,11 @@ class CTM:
         turn.enter_topic(first_topic.id, "first topic of the survey")
         return turn.s, turn.replies, turn.events
 
-    def step(self, state: State, message: str, now: float) -> tuple[State, list[Reply], list[Event]]:
+    def step(self, state: State, message: str, now: float) -> Step:
         """Process one participant message; pure (see the module docstring).
+
+        Returns the :class:`Step`: ``state, replies, events = ctm.step(...)`` as before,
+        and ``.analysis``, the message's intent and quality.
 
         Args:
             state: the state returned by the previous ``start``/``step`` (not mutated).
@@ -385,13 +414,13 @@ class CTM:
         if s.finished:
             turn.log("message_after_end", f"the survey already ended ({s.end_reason})")
             turn.say("This conversation has ended. Thank you for taking part!", "end")
-            return s, turn.replies, turn.events
+            return Step(s, turn.replies, turn.events, analysis)
         budget = self._budget_reason(s, now)
         if budget is not None:
             self._on_budget(turn, analysis, *budget)
         else:
             self._handlers[analysis.intent.intent](turn, analysis)
-        return s, turn.replies, turn.events
+        return Step(s, turn.replies, turn.events, analysis)
 
     # -- budget --------------------------------------------------------------------------
     def _budget_reason(self, s: State, now: float) -> tuple[str, str] | None:
