@@ -35,6 +35,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from communitybots.ctm import Event, Reply, State
+from communitybots.nlu import Analysis
 from communitybots.spec import Survey
 from communitybots.store import QUALITY_PARTS, EventRow, Message, Participant, utcnow
 
@@ -358,6 +359,15 @@ def validate_message(text: str, client_id: str, settings: Settings) -> None:
         raise TurnError(400, "message is empty")
 
 
+def analysis_columns(analysis: Analysis) -> dict[str, Any]:
+    """A participant message's ``intent``, ``confidence`` and ``q_*`` columns, from the
+    analysis that ``CTM.step`` returns (rounded as the ``message_analyzed`` event has them)."""
+    quality = analysis.quality.to_dict()
+    return {"intent": str(analysis.intent.intent),
+            "confidence": round(analysis.intent.confidence, 4),
+            **{f"q_{part}": quality[part] for part in QUALITY_PARTS}}
+
+
 def take_turn(db: Session, study: Study, settings: Settings, participant_id: int,
               client_id: str, text: str, kind: str = "message") -> TurnResult:
     """Apply one participant message exactly once and store everything it caused."""
@@ -380,16 +390,12 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
             raise TurnError(409, "the conversation has ended; no more messages are accepted")
         _check_rate(recent, settings, now)
         active = active_seconds(participant, now)
-        new_state, replies, events = ctm.step(state, text, now=active)
-        replies = study.phrase(survey, list(replies), list(events))  # the survey's LLM, if any
-        analysed = next((e for e in events if e.kind == "message_analyzed"), None)
-        data = dict(analysed.data) if analysed is not None else {}
-        quality = data.get("quality") or {}
+        step = ctm.step(state, text, now=active)
+        new_state, events = step.state, step.events
+        replies = study.phrase(survey, list(step.replies), list(events))  # the survey's LLM, if any
         turn = participant.next_turn
         own = {"client_id": client_id, "agent_id": state.agent_id, "topic_id": state.topic_id,
-               "kind": kind, "text": text, "intent": data.get("intent"),
-               "confidence": data.get("confidence"),
-               **{f"q_{part}": quality.get(part) for part in QUALITY_PARTS}}
+               "kind": kind, "text": text, **analysis_columns(step.analysis)}
         event_rows, message_rows, bots, next_seq = _rows(
             participant, turn, list(replies), list(events), now, own)
         values: dict[str, Any] = {"state_json": new_state.to_json(), "active_s": active,

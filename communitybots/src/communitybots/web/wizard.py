@@ -45,7 +45,6 @@ from sqlalchemy.orm.exc import StaleDataError
 from communitybots.ctm import ACTIVE, DONE, PENDING, Event, Reply, State
 from communitybots.spec import Survey
 from communitybots.store import (
-    QUALITY_PARTS,
     Admin,
     EventRow,
     Message,
@@ -63,6 +62,7 @@ from .conversation import (
     _message_row,
     _replay,
     active_seconds,
+    analysis_columns,
     check_rate,
     cues,
     reply_json,
@@ -192,14 +192,12 @@ def take_turn(db: Session, study: Study, settings: Settings, participant_id: int
         now = utcnow()
         check_rate(db, participant, settings, now)
         active = active_seconds(participant, now)
-        suggested, replies, events = ctm.step(state, text, now=active)
-        analysed, decisions = events[0], events[1:]  # ``step`` logs the analysis first
-        data = dict(analysed.data)
-        quality = data.get("quality") or {}
+        step = ctm.step(state, text, now=active)
+        suggested, replies, events = step.state, step.replies, step.events
+        # ``step`` logs the analysis first: that event is stored now, the decisions wait
+        analysed, decisions = events[0], events[1:]
         own = {"client_id": client_id, "agent_id": state.agent_id, "topic_id": state.topic_id,
-               "kind": kind, "text": text, "intent": data.get("intent"),
-               "confidence": data.get("confidence"),
-               **{f"q_{part}": quality.get(part) for part in QUALITY_PARTS}}
+               "kind": kind, "text": text, **analysis_columns(step.analysis)}
         kept = State.from_json(state.to_json())  # the message is counted, not decided on
         kept.turns, kept.last_at = suggested.turns, suggested.last_at
         try:
