@@ -68,6 +68,38 @@ def test_config_toml_is_resolved_and_records_where_it_came_from(tmp_path, monkey
     assert header["git"] == f"{commit} in {tmp_path.resolve()}" and header["resumed"].endswith("Z")  # the first run's record kept
 
 
+def test_config_toml_spells_out_every_datasets_option_defaults():
+    from fedtune.data import DATASETS, options_model
+
+    names = [*DATASETS.names(), "hf:some/dataset"]
+    for name in names:
+        model = options_model(name)
+        assert model is not None, f"{name}: register it with register_dataset(name, OptionsModel)"
+        options = tomllib.loads(load_experiment(raw={"data": {"name": name}}).to_toml())["data"]["options"]
+        defaults = {k: f.default for k, f in model.model_fields.items() if f.default is not None}
+        assert options == defaults, name  # each default, None (no TOML null) left out
+    given = load_experiment(raw={"data": {"name": "shakespeare", "options": {"seq_len": 40}}}).resolved()
+    assert given["data"]["options"] == {"seq_len": 40, "stride": 80, "min_chars": 2000, "max_roles": 100,
+                                        "max_sequences_per_role": 200}  # a value given stays, the rest are the defaults
+    bad = load_experiment(raw={"data": {"name": "synthetic", "options": {"colour": 1}}})
+    assert bad.resolved()["data"]["options"] == {"colour": 1}  # refused when it loads; recorded as given
+
+
+def test_a_run_folders_config_toml_reruns_the_same_experiment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp.toml").write_text(EXP.replace('name = "digits"', 'name = "synthetic"'))
+    first = runner.invoke(app, ["run", "exp.toml", "--set", "rounds=2", "--set", "data.options.beta=0.5",
+                                "--out", "one", "--quiet"])
+    assert first.exit_code == 0, first.output
+    saved = tomllib.loads((tmp_path / "one" / "config.toml").read_text())
+    assert saved["data"]["options"] == {"alpha": 1.0, "beta": 0.5, "num_users": 30, "iid": False}
+    again = runner.invoke(app, ["run", "one/config.toml", "--out", "two", "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert _without_times(tmp_path / "two" / "metrics.jsonl") == _without_times(tmp_path / "one" / "metrics.jsonl")
+    assert len(_without_times(tmp_path / "two" / "metrics.jsonl")) == 2
+    assert tomllib.loads((tmp_path / "two" / "config.toml").read_text())["data"] == saved["data"]
+
+
 def test_command_line_names_the_program():
     assert command_line(["/usr/local/bin/fedtune", "run", "a b.toml"]) == "fedtune run 'a b.toml'"
 

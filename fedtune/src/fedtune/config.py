@@ -35,8 +35,9 @@ from pydantic import (
 )
 
 from fedtune.algorithms import ALGORITHMS
-from fedtune.data import DATASETS
+from fedtune.data import DATASETS, options_model
 from fedtune.data.drift import DriftConfig
+from fedtune.data.options import parse_options
 from fedtune.data.partition import PARTITIONERS
 from fedtune.errors import ConfigError, UnknownNameError, format_validation_error
 from fedtune.models import MODELS
@@ -186,7 +187,8 @@ class Experiment(Strict):
     def resolved(self) -> dict[str, Any]:
         """Every setting as the run uses it: the tables as given, with the defaults of the
         algorithm's ``Params``, the server optimizer's ``Params`` and the model builder's
-        options (PEFT settings of ``hf:`` models included) filled in. Loading it back
+        options (PEFT settings of ``hf:`` models included) and the dataset's registered
+        options model (:func:`fedtune.data.options_model`) filled in. Loading it back
         gives the same experiment; values that are None (unset) are left out, as TOML has
         no null."""
         raw = self.model_dump(mode="json", exclude_none=True)
@@ -206,6 +208,12 @@ class Experiment(Strict):
             raw["model"]["options"] = {**defaults, **raw["model"].get("options", {})}
         except (UnknownNameError, ConfigError):
             pass
+        if (options := options_model(self.data.name)) is not None:
+            try:
+                parsed = parse_options(options, self.data.options, self.data.name)
+                raw["data"]["options"] = _plain(parsed.model_dump(mode="json"))
+            except ConfigError:
+                pass  # refused when the dataset loads: as given
         return raw
 
     def to_toml(self) -> str:

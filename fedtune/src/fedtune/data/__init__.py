@@ -17,7 +17,13 @@ import numpy as np
 from fedtune.data import digits, hf, mnist, mnist1d, sentiment, shakespeare, synthetic, text  # noqa: F401  (register the built-in datasets and hf:<id-or-path>)
 from fedtune.data.base import Batch, ClientData, DatasetInfo, Examples, FederatedDataset
 from fedtune.data.partition import PARTITIONERS, partition
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import (
+    DATASET_OPTIONS,
+    DATASETS,
+    RawDataset,
+    options_model,
+    register_dataset,
+)
 from fedtune.errors import ConfigError, UnknownNameError
 from fedtune.seeding import numpy_rng
 
@@ -103,6 +109,7 @@ def load_federated(cfg: DataConfig, seed: int) -> FederatedDataset:
 
 __all__ = [
     "DATASETS",
+    "DATASET_OPTIONS",
     "PARTITIONERS",
     "Batch",
     "ClientData",
@@ -112,6 +119,8 @@ __all__ = [
     "RawDataset",
     "load_federated",
     "load_raw",
+    "options_model",
     "partition_raw",
+    "register_dataset",
     "split_client",
 ]

@@ -11,10 +11,10 @@ import torch
 
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import NoOptions, parse_options
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import RawDataset, register_dataset
 
 
-@DATASETS.register("digits")
+@register_dataset("digits", NoOptions)
 def load_digits(options: dict, seed: int) -> RawDataset:
     """UCI handwritten 8x8 digits from scikit-learn (1,797 images); no options."""
     parse_options(NoOptions, options, "digits")

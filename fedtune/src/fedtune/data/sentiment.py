@@ -42,7 +42,7 @@ from pydantic import Field
 
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import RawDataset, register_dataset
 from fedtune.data.text import _tokenizer
 from fedtune.errors import ConfigError
 from fedtune.seeding import numpy_rng
@@ -159,7 +159,7 @@ def load_sentiment(name: str, options: dict, seed: int) -> RawDataset:
 
 
 def _register(name: str) -> None:
-    @DATASETS.register(name)
+    @register_dataset(name, SentimentOptions)
     def load(options: dict, seed: int) -> RawDataset:
         return load_sentiment(name, options, seed)
 

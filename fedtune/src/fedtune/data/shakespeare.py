@@ -31,7 +31,7 @@ from pydantic import Field
 
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import RawDataset, register_dataset
 from fedtune.errors import ConfigError
 from fedtune.seeding import numpy_rng
 
@@ -189,7 +189,7 @@ def vocabulary(texts: list[str]) -> list[str]:
     return ["\0", *sorted(set("".join(texts)))]
 
 
-@DATASETS.register("shakespeare")
+@register_dataset("shakespeare", ShakespeareOptions)
 def load_shakespeare(options: dict, seed: int) -> RawDataset:
     """LEAF next-character prediction, one natural group per speaking role (Caldas et al. 2018)."""
     opts = parse_options(ShakespeareOptions, options, "shakespeare")

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import RawDataset, register_dataset
 from fedtune.seeding import numpy_rng
 
 DIMENSION = 60
@@ -79,7 +79,7 @@ def generate_synthetic(
     )
 
 
-@DATASETS.register("synthetic")
+@register_dataset("synthetic", SyntheticOptions)
 def load_synthetic(options: dict, seed: int) -> RawDataset:
     """FedProx Synthetic(α, β) logistic data, one natural group per user (Li et al. 2020)."""
     opts = parse_options(SyntheticOptions, options, "synthetic")

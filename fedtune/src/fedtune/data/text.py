@@ -4,7 +4,8 @@ Spry (Panchal et al., NeurIPS 2024, arXiv 2405.15551) finetunes language models 
 text classification and language modelling. These two datasets build such tasks
 offline from the plays parsed by :func:`fedtune.data.shakespeare.parse_speeches`,
 tokenized with :func:`fedtune.models.hf.load_tokenizer` (an alias such as ``minilm`` or
-``smollm2``, a Hugging Face id or a local folder):
+``smollm2``, a Hugging Face id or a local folder; an experiment with an ``hf:`` model
+defaults ``tokenizer`` to that model's own):
 
 - ``shakespeare_play``: sequence classification, *which play a speech comes from*
   (real labels). Speeches of at least ``min_chars`` characters from the ``num_plays``
@@ -28,7 +29,7 @@ from pydantic import Field
 
 from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
-from fedtune.data.registry import DATASETS, RawDataset
+from fedtune.data.registry import RawDataset, register_dataset
 from fedtune.data.shakespeare import Speech, parse_speeches, roles_with_text
 from fedtune.errors import ConfigError
 from fedtune.seeding import numpy_rng
@@ -102,7 +103,7 @@ def choose_plays(speeches: list[Speech], opts: PlayOptions) -> list[str]:
     return sorted(counts, key=lambda p: (-counts[p], p))[: opts.num_plays]
 
 
-@DATASETS.register("shakespeare_play")
+@register_dataset("shakespeare_play", PlayOptions)
 def load_shakespeare_play(options: dict, seed: int) -> RawDataset:
     """Which play a speech comes from; see the module docstring."""
     opts = parse_options(PlayOptions, options, "shakespeare_play")
@@ -167,7 +168,7 @@ def token_sequences(
     return inputs, mask, labels
 
 
-@DATASETS.register("shakespeare_lm")
+@register_dataset("shakespeare_lm", LMOptions)
 def load_shakespeare_lm(options: dict, seed: int) -> RawDataset:
     """Next-token prediction, one natural group per speaking role; see the module docstring."""
     opts = parse_options(LMOptions, options, "shakespeare_lm")
