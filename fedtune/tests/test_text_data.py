@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,52 @@ def test_lm_has_one_natural_group_per_role():
     assert bool((labels[mask == 0] == -100).all())
     fed = load_federated(DataConfig(name="shakespeare_lm", partition="natural", options=LM), seed=0)
     assert fed.num_clients == 12
+
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "and", "i", "to", "of", "my", "you", "a", "is", "that", "in", "not"]
+
+
+def _model_with_its_own_tokenizer(tiny_dir, folder):
+    """The tiny BERT plus a 16-word lowercase word-level tokenizer saved beside it."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    shutil.copytree(tiny_dir["bert"], folder)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
+    return folder
+
+
+def test_text_datasets_take_an_hf_models_own_tokenizer(tiny_dir, tmp_path):
+    from fedtune.config import load_experiment
+    from fedtune.engine import run_experiment
+
+    model = _model_with_its_own_tokenizer(tiny_dir, tmp_path / "bert-with-tokenizer")
+    for name in ("shakespeare_play", "shakespeare_lm", "mr"):  # every registered dataset with a tokenizer option
+        exp = load_experiment(raw={"data": {"name": name}, "model": {"name": f"hf:{model}"}})
+        assert exp.data.options["tokenizer"] == str(model), name
+    named = load_experiment(raw={"data": {"name": "shakespeare_play", "options": {"tokenizer": "minilm"}},
+                                 "model": {"name": f"hf:{model}"}})
+    assert named.data.options["tokenizer"] == "minilm"  # one named stays
+    plain = load_experiment(raw={"data": {"name": "shakespeare_play"}, "model": {"name": "mlp"}})
+    assert "tokenizer" not in plain.data.options and plain.resolved()["data"]["options"]["tokenizer"] == "minilm"
+    assert "tokenizer" not in load_experiment(raw={"data": {"name": "shakespeare"}, "model": {"name": f"hf:{model}"}}).data.options
+
+    exp = load_experiment(raw={
+        "rounds": 1, "clients_per_round": 2, "output": str(tmp_path / "run"), "device": "cpu",
+        "data": {"name": "shakespeare_play", "num_clients": 2, "options": {**PLAY, "num_plays": 2, "max_per_play": 20,
+                                                                            "max_length": 12}},
+        "model": {"name": f"hf:{model}"}, "algorithm": {"name": "fedavg", "batch_size": 8},
+        "checkpoint": {"every": 0}})
+    raw = load_raw(exp.data.name, exp.data.options)
+    ids = raw.examples.tensors["input_ids"]
+    assert len(raw.info.tokenizer) == len(WORDS) and int(ids.max()) < len(WORDS)  # the model's 16 words, not minilm's 30522
+    assert (ids == WORDS.index("the")).any() and (ids == WORDS.index("[UNK]")).any()
+    result = run_experiment(exp, report=False)
+    assert [m["round"] for m in result.metrics] == [1] and result.metrics[0]["test_accuracy"] >= 0
+    saved = tomllib.loads((tmp_path / "run" / "config.toml").read_text())
+    assert saved["data"]["options"]["tokenizer"] == str(model)  # recorded, so the config.toml reruns with it

@@ -170,9 +170,12 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _tokenizer_of_the_model(self) -> Experiment:
-        """An ``hf:`` dataset tokenizes its text with the ``hf:`` model's own tokenizer
+        """A text dataset (one whose options model has a ``tokenizer``: ``hf:`` datasets,
+        ``shakespeare_play``, ``mr``, ...) tokenizes with an ``hf:`` model's own tokenizer
         unless ``data.options.tokenizer`` names another."""
-        if self.data.name.startswith("hf:") and self.model.name.startswith("hf:") and "tokenizer" not in self.data.options:
+        options = options_model(self.data.name)
+        takes_tokenizer = options is not None and "tokenizer" in options.model_fields
+        if takes_tokenizer and self.model.name.startswith("hf:") and "tokenizer" not in self.data.options:
             self.data.options = {**self.data.options, "tokenizer": self.model.name.removeprefix("hf:")}
         return self
 
