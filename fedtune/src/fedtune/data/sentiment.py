@@ -37,13 +37,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from pydantic import Field
 
-from fedtune.data.base import DatasetInfo, Examples
 from fedtune.data.options import DatasetOptions, parse_options
 from fedtune.data.registry import RawDataset, register_dataset
-from fedtune.data.text import _tokenizer
+from fedtune.data.text import tokenized_classification
 from fedtune.errors import ConfigError
 from fedtune.seeding import numpy_rng
 
@@ -137,25 +135,8 @@ def load_sentiment(name: str, options: dict, seed: int) -> RawDataset:
     if opts.max_examples is not None and len(texts) > opts.max_examples:
         keep = sorted(numpy_rng(seed, "sentiment-sample", name).choice(len(texts), opts.max_examples, replace=False))
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-    tok = _tokenizer(opts.tokenizer)
-    enc = tok(texts, padding="max_length", truncation=True, max_length=opts.max_length, return_tensors="pt")
     classes = list(CORPORA[name].classes)
-    info = DatasetInfo(
-        name=name,
-        task="classification",
-        num_classes=len(classes),
-        class_names=classes,
-        tokenizer=tok,
-        extra={"tokenizer": opts.tokenizer, "max_length": opts.max_length},
-    )
-    examples = Examples(
-        {
-            "input_ids": enc["input_ids"].long(),
-            "attention_mask": enc["attention_mask"].long(),
-            "labels": torch.tensor(labels, dtype=torch.long),
-        }
-    )
-    return RawDataset(info=info, examples=examples, groups=None)
+    return tokenized_classification(name, texts, labels, classes, opts.tokenizer, opts.max_length)
 
 
 def _register(name: str) -> None:

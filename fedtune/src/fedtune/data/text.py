@@ -120,21 +120,23 @@ def load_shakespeare_play(options: dict, seed: int) -> RawDataset:
             kept = [kept[i] for i in sorted(chosen)]
         texts += kept
         labels += [label] * len(kept)
-    tok = _tokenizer(opts.tokenizer)
-    enc = tok(
-        texts,
-        padding="max_length",
-        truncation=True,
-        max_length=opts.max_length,
-        return_tensors="pt",
-    )
+    return tokenized_classification("shakespeare_play", texts, labels, plays, opts.tokenizer, opts.max_length)
+
+
+def tokenized_classification(
+    name: str, texts: list[str], labels: list[int], classes: list[str], tokenizer: str, max_length: int
+) -> RawDataset:
+    """A text classification dataset: ``texts`` padded and truncated to ``max_length`` tokens
+    by ``tokenizer`` (an alias or a folder), one label index into ``classes`` each."""
+    tok = _tokenizer(tokenizer)
+    enc = tok(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     info = DatasetInfo(
-        name="shakespeare_play",
+        name=name,
         task="classification",
-        num_classes=len(plays),
-        class_names=plays,
+        num_classes=len(classes),
+        class_names=classes,
         tokenizer=tok,
-        extra={"tokenizer": opts.tokenizer, "max_length": opts.max_length},
+        extra={"tokenizer": tokenizer, "max_length": max_length},
     )
     examples = Examples(
         {
