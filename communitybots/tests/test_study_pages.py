@@ -8,14 +8,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from web_support import RICH, csrf, log_in, make_admin, send
+from web_support import RICH, AppFactory, csrf, log_in, make_admin, send
 
 from communitybots.store import Answer, AuditRow, Message, Participant
 
@@ -25,22 +24,9 @@ PRE_OK = {"item_age": "34", "item_gender": "Woman", "item_employment": "Student"
 
 
 @pytest.fixture
-def study_client(database_url: str) -> Iterator[Any]:
-    from communitybots.web import Settings, create_app
-
-    clients: list[TestClient] = []
-
-    def make(**settings: Any) -> TestClient:
-        app = create_app(STUDY, Settings(database_url=database_url, relevance="tfidf",
-                                         consents_per_address=0, **settings))
-        client = TestClient(app, base_url="http://127.0.0.1")
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-        client.app.state.engine.dispose()  # type: ignore[attr-defined]
+def study_client(make_client: AppFactory) -> AppFactory:
+    """A fresh app on the study survey (every consent counted: no per-address limit)."""
+    return lambda **settings: make_client(survey=STUDY, consents_per_address=0, **settings)
 
 
 def _post(client: TestClient, path: str, data: dict[str, str], expect: int = 303) -> Any:

@@ -52,14 +52,14 @@ AppFactory = Callable[..., TestClient]
 
 @pytest.fixture
 def make_client(database_url: str) -> Iterator[AppFactory]:
-    """``make_client(**settings)``: a fresh app (a 'server start') on the test's database."""
+    """``make_client(survey=SURVEY, **settings)``: a fresh app (a 'server start') on the test's database."""
     clients: list[TestClient] = []
 
     from communitybots.web import Settings, create_app
 
-    def make(**settings: Any) -> TestClient:
+    def make(survey: Path = SURVEY, **settings: Any) -> TestClient:
         settings.setdefault("relevance", "tfidf")  # the web layer's tests, not the NLU's
-        app = create_app(SURVEY, Settings(database_url=database_url, **settings))
+        app = create_app(survey, Settings(database_url=database_url, **settings))
         client = TestClient(app, base_url="http://127.0.0.1")
         clients.append(client)
         return client
