@@ -15,11 +15,11 @@ import torch
 from fedtune.report.drift import common_target, group_drift_metrics, group_key
 from fedtune.server import SERVER_OPTIMIZERS, Flash, FlashReset, new_optimizer
 
-B1, B2, TAU, LR = 0.9, 0.99, 1e-3, 0.1
+B1, B2, TAU, LR, RHO = 0.9, 0.99, 1e-3, 0.1, 0.1
 
 
 def _reset(**kw) -> FlashReset:
-    return FlashReset(**({"lr": LR, "beta1": B1, "beta2": B2, "tau": TAU, "warmup": 1} | kw))
+    return FlashReset(**({"lr": LR, "beta1": B1, "beta2": B2, "tau": TAU, "warmup": 1, "reset_threshold": RHO} | kw))
 
 
 def _steps(opt, deltas: list[list[float]]) -> torch.Tensor:
@@ -29,10 +29,10 @@ def _steps(opt, deltas: list[list[float]]) -> torch.Tensor:
     return params["w"]
 
 
-def _reference(seq: list[float], rho: float, warmup: int, shrink: float) -> list[dict[str, float]]:
+def _reference(seq: list[float], warmup: int, hold: int, shrink: float, fedavg_lr: float, beta1: float = B1) -> list[dict]:
     """Rules (R1)-(R5) for one coordinate in plain floats (independent of the library)."""
     m = v = d = x = 0.0
-    age = 0
+    h = 0
     out = []
     for t, g in enumerate(seq, start=1):
         drifted = False
@@ -40,45 +40,26 @@ def _reference(seq: list[float], rho: float, warmup: int, shrink: float) -> list
             v_hat_prev, v_hat = v / (1 - B2 ** (t - 1)), (B2 * v + (1 - B2) * g * g) / (1 - B2**t)
             den3 = abs(g * g - v_hat) + abs(v_hat_prev)
             beta3 = abs(v_hat_prev) / den3 if den3 > 0 else 1.0
-            drifted = beta3 < rho and g * g > v_hat_prev
-        if drifted:
-            m, v, age = 0.0, shrink * v, 0
-        if age > 0 or drifted:
-            age += 1
+            drifted = beta3 < RHO and g * g > v_hat_prev
+        if drifted:  # (R2)
+            m, v, h = 0.0, shrink * v, hold
+        held = h > 0
+        h = max(h - 1, 0)  # (R5)
         v_prev = v
-        m = B1 * m + (1 - B1) * g
+        m = beta1 * m + (1 - beta1) * g
         v = B2 * v + (1 - B2) * g * g
         den3 = abs(g * g - v) + abs(v_prev)
         b3 = abs(v_prev) / den3 if den3 > 0 else 1.0
         d = b3 * d + (1 - b3) * (g * g - v)
-        m_hat = m / (1 - B1**age) if age > 0 else m
-        den = math.sqrt(v) - d + TAU
-        if den < TAU:  # Flash's default guard: FedAdam's denominator
-            den = math.sqrt(v) + TAU
-        x += LR * m_hat / den
-        out.append({"m_hat": m_hat, "v": v, "d": d, "x": x, "age": age, "drifted": drifted})
+        if held:  # (R4): FedAvg's step
+            x += fedavg_lr * g
+        else:
+            den = math.sqrt(v) - d + TAU
+            if den < TAU:  # Flash's default guard: FedAdam's denominator
+                den = math.sqrt(v) + TAU
+            x += LR * m / den
+        out.append({"m": m, "v": v, "d": d, "x": x, "hold": h, "held": held, "drifted": drifted})
     return out
-
-
-def test_drift_restarts_the_first_moment_by_hand() -> None:
-    opt = _reset()
-    _steps(opt, [[0.1]])
-    assert float(opt.m["w"][0]) == pytest.approx(0.01) and opt.round_metrics()["reset_coords"] == 0  # warm-up
-    x = _steps_from(opt, [0.1], 1.0)
-    # round 2: v̂_1 = 1e-4 / 0.01 = 0.01, v̂'_2 = (0.99·1e-4 + 0.01·1) / 0.0199 = 0.5075,
-    # β̂3 = 0.01 / (0.4925 + 0.01) ≈ 0.0199 < ρ and 1 > v̂_1: drift
-    assert opt.round_metrics()["reset_coords"] == 1 and opt.round_metrics()["reset_frac"] == 1.0
-    assert float(opt.age["w"][0]) == 1
-    # m_1 is dropped: m_2 = (1 - β1)·1.0 = 0.1; bias-corrected m̂_2 = 0.1 / (1 - 0.9) = 1.0 = Δ_2
-    assert float(opt.m["w"][0]) == pytest.approx(0.1)
-    assert float(opt.v["w"][0]) == pytest.approx(0.010099)  # s = 1: v_1 kept
-    # d_2 = β3·0.0099 + (1 - β3)·(1 - 0.010099) > √v_2: the guard takes FedAdam's √v_2 + τ
-    step = LR * 1.0 / (math.sqrt(0.010099) + TAU)
-    assert x == pytest.approx(_first_x() + step, rel=1e-9)
-    flash = Flash(lr=LR, beta1=B1, beta2=B2, tau=TAU)
-    x_flash = float(_steps(flash, [[0.1], [1.0]])[0])
-    # Flash's numerator is m_2 = 0.9·0.01 + 0.1·1.0 = 0.109 (a tenth of the update plus the old direction)
-    assert x - x_flash == pytest.approx(LR * (1.0 - 0.109) / (math.sqrt(0.010099) + TAU), rel=1e-9)
 
 
 def _first_x() -> float:
@@ -86,27 +67,70 @@ def _first_x() -> float:
     return LR * 0.01 / (0.01 - 0.0099 + TAU)
 
 
-def _steps_from(opt: FlashReset, prev: list[float], delta: float) -> float:
-    params = {"w": torch.tensor([_first_x()], dtype=torch.float64)}
-    return float(opt.step(params, {"w": torch.tensor([delta], dtype=torch.float64)})["w"][0])
+def test_drift_takes_fedavg_steps_with_fresh_momentum_by_hand() -> None:
+    opt = _reset(hold=1, fedavg_lr=0.5)
+    x1 = float(_steps(opt, [[0.1]])[0])
+    assert x1 == pytest.approx(_first_x(), rel=1e-12) and opt.round_metrics()["reset_coords"] == 0  # warm-up
+    params = {"w": torch.tensor([x1], dtype=torch.float64)}
+    params = opt.step(params, {"w": torch.tensor([1.0], dtype=torch.float64)})
+    # round 2: v̂_1 = 1e-4 / 0.01 = 0.01, v̂'_2 = (0.99·1e-4 + 0.01·1) / 0.0199 = 0.5075,
+    # β̂3 = 0.01 / (0.4925 + 0.01) ≈ 0.0199 < ρ and 1 > v̂_1: drift
+    metrics = opt.round_metrics()
+    assert metrics["reset_coords"] == 1 and metrics["reset_frac"] == 1.0 and metrics["hold_frac"] == 1.0
+    # FedAvg's step η_avg Δ_2 = 0.5, reported as the effective lr η_avg
+    assert float(params["w"][0]) == pytest.approx(x1 + 0.5, rel=1e-12)
+    assert metrics["eff_lr_mean"] == pytest.approx(0.5)
+    # m_1 is dropped: m_2 = (1 - β1)·1.0 = 0.1 (Flash's would be 0.9·0.01 + 0.1 = 0.109); v_1 kept (s = 1)
+    assert float(opt.m["w"][0]) == pytest.approx(0.1)
+    assert float(opt.v["w"][0]) == pytest.approx(0.99 * 1e-4 + 0.01)
+    assert float(opt.hold["w"][0]) == 0
+    # round 3, Δ = 1: β̂3 = 0.5075 / (|1 - 0.6733| + 0.5075) ≈ 0.61, no detection; the hold (H = 1)
+    # is over, so Flash's step (5) from the fresh moments: m_3 = 0.9·0.1 + 0.1·1 = 0.19
+    x2 = float(params["w"][0])
+    params = opt.step(params, {"w": torch.tensor([1.0], dtype=torch.float64)})
+    assert opt.round_metrics()["reset_coords"] == 0 and opt.round_metrics()["hold_frac"] == 0
+    v2, v3 = 0.010099, 0.99 * 0.010099 + 0.01
+    assert float(opt.m["w"][0]) == pytest.approx(0.19)
+    assert float(opt.v["w"][0]) == pytest.approx(v3)
+    d = float(opt.d["w"][0])
+    den = math.sqrt(v3) - d + TAU
+    den = den if den >= TAU else math.sqrt(v3) + TAU
+    assert float(params["w"][0]) == pytest.approx(x2 + LR * 0.19 / den, rel=1e-9)
+    assert v2 < v3
 
 
-@pytest.mark.parametrize("shrink", [1.0, 0.5])
-def test_matches_plain_float_reference(shrink: float) -> None:
-    # drift, stay drifted for a while, then calm: restarts stop and the momentum returns
+@pytest.mark.parametrize(("hold", "shrink", "beta1"), [(3, 1.0, B1), (3, 0.5, B1), (0, 1.0, B1), (2, 1.0, 0.0)])
+def test_matches_plain_float_reference(hold: int, shrink: float, beta1: float) -> None:
+    # drift, stay drifted for a while, then calm: detections stop and Flash's step returns
     seq = [0.1, -0.1, 0.1, 0.12, 1.0, 1.0, 0.9, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
-    ref = _reference(seq, rho=0.1, warmup=2, shrink=shrink)
-    opt = _reset(warmup=2, v_shrink=shrink)
+    ref = _reference(seq, warmup=2, hold=hold, shrink=shrink, fedavg_lr=0.7, beta1=beta1)
+    opt = _reset(warmup=2, hold=hold, v_shrink=shrink, fedavg_lr=0.7, beta1=beta1)
     params = {"w": torch.zeros(1, dtype=torch.float64)}
     for t, g in enumerate(seq):
         params = opt.step(params, {"w": torch.tensor([g], dtype=torch.float64)})
         assert float(params["w"][0]) == pytest.approx(ref[t]["x"], rel=1e-9), t
+        assert float(opt.m["w"][0]) == pytest.approx(ref[t]["m"], rel=1e-9), t
         assert float(opt.v["w"][0]) == pytest.approx(ref[t]["v"], rel=1e-9), t
-        assert float(opt.age["w"][0]) == ref[t]["age"], t
+        assert float(opt.hold["w"][0]) == ref[t]["hold"], t
         assert opt.round_metrics()["reset_coords"] == ref[t]["drifted"], t
+        assert opt.round_metrics()["hold_frac"] == ref[t]["held"], t
     detected = [r["drifted"] for r in ref]
     assert detected[4] and not any(detected[:4]) and not any(detected[7:])  # only around the drift
-    assert ref[-1]["age"] > 5  # the coordinate went back to the (corrected) adaptive update
+    held = [r["held"] for r in ref]
+    assert sum(held) >= hold and not any(held[:4]) and not any(held[10:])  # back to Flash's step
+
+
+def test_acts_without_momentum() -> None:
+    # β1 = 0: resetting m changes nothing, the FedAvg step does; coordinates without drift keep Flash's step
+    seq = [[0.1, 0.1], [-0.1, 0.1], [0.1, -0.1], [2.0, 0.1]]
+    flash = _steps(Flash(lr=LR, beta1=0.0, beta2=B2, tau=TAU), seq)
+    opt = _reset(beta1=0.0, warmup=2, hold=2)
+    x = _steps(opt, seq)
+    assert opt.round_metrics()["reset_coords"] == 1 and opt.round_metrics()["hold_frac"] == 0.5
+    assert float(x[1]) == pytest.approx(float(flash[1]), rel=1e-12)
+    before = float(_steps(_reset(beta1=0.0, warmup=2, hold=2), seq[:3])[0])
+    assert float(x[0]) == pytest.approx(before + 2.0, rel=1e-12)  # η_avg = 1: the mean update itself
+    assert float(x[0]) != pytest.approx(float(flash[0]), rel=1e-3)
 
 
 def test_shrink_by_hand() -> None:
@@ -125,13 +149,13 @@ def test_zero_threshold_is_flash() -> None:
         p_flash, p_reset = flash.step(p_flash, delta), reset.step(p_reset, delta)
         for k in p_flash:
             torch.testing.assert_close(p_reset[k], p_flash[k], rtol=0, atol=0)
-        assert reset.round_metrics()["reset_coords"] == 0
+        assert reset.round_metrics()["reset_coords"] == 0 and reset.round_metrics()["hold_frac"] == 0
 
 
 def test_warmup_blocks_detection() -> None:
     opt = _reset(warmup=5)
     _steps(opt, [[0.1], [1.0], [10.0]])
-    assert opt.round_metrics()["reset_coords"] == 0 and float(opt.age["w"][0]) == 0
+    assert opt.round_metrics()["reset_coords"] == 0 and float(opt.hold["w"][0]) == 0
 
 
 def test_shrinking_update_is_not_drift() -> None:
@@ -140,13 +164,14 @@ def test_shrinking_update_is_not_drift() -> None:
     assert opt.round_metrics()["reset_coords"] == 0
 
 
-def test_state_dict_round_trip_includes_age() -> None:
+def test_state_dict_round_trip_includes_hold() -> None:
     a = _reset()
     p = {"w": torch.zeros(2)}
     for delta in ([0.1, 0.1], [1.0, 0.1]):
         p = a.step(p, {"w": torch.tensor(delta)})
     state = a.state_dict()
-    assert set(state) == {"m", "v", "t", "d", "age"}
+    assert set(state) == {"m", "v", "t", "d", "hold"}
+    assert state["hold"]["w"].tolist() == [2.0, 0.0]
     b = _reset()
     b.load_state_dict(state)
     last = {"w": torch.tensor([0.5, -0.1])}
@@ -155,8 +180,8 @@ def test_state_dict_round_trip_includes_age() -> None:
 
 def test_registered_and_validated() -> None:
     assert SERVER_OPTIMIZERS.get("flash_reset") is FlashReset
-    assert isinstance(new_optimizer("flash_reset", reset_threshold=0.2, v_shrink=0.5), FlashReset)
-    for bad in ({"reset_threshold": 1.5}, {"v_shrink": -0.1}, {"warmup": -1}):
+    assert isinstance(new_optimizer("flash_reset", reset_threshold=0.2, v_shrink=0.5, hold=0), FlashReset)
+    for bad in ({"reset_threshold": 1.5}, {"v_shrink": -0.1}, {"warmup": -1}, {"hold": -1}, {"fedavg_lr": 0}):
         with pytest.raises(ValueError, match="server\\."):
             FlashReset(**bad)
 

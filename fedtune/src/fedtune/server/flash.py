@@ -106,7 +106,7 @@ class Flash(FedAdam):
         """Equations (1)-(4) for tensor ``name``: (numerator m_t, v_t, d_t, β3_t), state updated.
 
         Subclasses that change how the moments react to drift override this hook
-        (:class:`~fedtune.server.drift_reset.FlashReset`).
+        (:class:`~fedtune.server.flash_reset.FlashReset`).
         """
         zeros = torch.zeros_like(delta)
         # .to(): state loaded from a CPU checkpoint follows the update's device
@@ -118,6 +118,16 @@ class Flash(FedAdam):
         d, beta3 = self.drift(d_prev, v_prev, v, delta)  # (3), (4)
         self.m[name], self.v[name], self.d[name] = m, v, d
         return m, v, d, beta3
+
+    def direction(self, name: str, delta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(numerator, denominator, guard mask, v_t, d_t, β3_t) of tensor ``name``'s step (5).
+
+        Subclasses that replace the step on some coordinates override this hook
+        (:class:`~fedtune.server.flash_reset.FlashReset`).
+        """
+        numerator, v, d, beta3 = self.moments(name, delta)
+        denominator, caught = self.denominator(v, d)
+        return numerator, denominator, caught, v, d, beta3
 
     def denominator(self, v: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
         """The denominator of (5) after the guard, and the mask of coordinates the guard caught."""
@@ -139,8 +149,7 @@ class Flash(FedAdam):
             if not bool(torch.isfinite(g).all()):
                 raise FloatingPointError(f"Flash: the aggregated update of {k!r} has NaN or inf values")
             g = g.detach().to(_STATE_DTYPE)
-            numerator, v, d, beta3 = self.moments(k, g)
-            denominator, caught = self.denominator(v, d)
+            numerator, denominator, caught, v, d, beta3 = self.direction(k, g)
             guarded += int(caught.sum())
             x = params[k]
             new = (x.to(_STATE_DTYPE) + self.lr * numerator / denominator).to(x.dtype)  # (5)
