@@ -58,6 +58,38 @@ def test_clients_trained_together_equal_clients_trained_one_by_one(make_experime
         assert max(steps) == 20 and min(steps) < 20
 
 
+LOW_RANK_CASES = {
+    "sgd": {},
+    "momentum-decay-3-epochs": CASES["momentum-decay-3-epochs"],
+    "momentum-decay-max-steps": {"algorithm.momentum": 0.9, "algorithm.weight_decay": 0.1, "algorithm.local_epochs": 3, "algorithm.max_steps": 20},
+}
+
+
+@pytest.mark.parametrize("case", list(LOW_RANK_CASES))
+def test_low_rank_clients_equal_clients_trained_one_by_one(make_experiment, monkeypatch, case):
+    """SGD on the MLP as the global weights plus low-rank updates (forced here for every
+    client; no stacked copy may train) equals torch.optim.SGD on each client."""
+    monkeypatch.setattr(vb, "cheaper_than_copies", lambda *args: True)
+    monkeypatch.setattr(vb.VmapBackend, "_train", lambda *args: pytest.fail("stacked copies trained"))
+    _, sequential, vectorized = both_backends(make_experiment(clients_per_round=8, **LOW_RANK_CASES[case]))
+    for a, b in zip(sequential, vectorized, strict=True):
+        assert_same_result(a, b)
+
+
+def test_short_clients_train_as_low_rank_updates_and_long_ones_as_copies(make_experiment, monkeypatch):
+    """The default choice in one round: clients with few steps (rows ≤ 2·Σ in·out / Σ(in+out)
+    = 34 for the 64-32-10 MLP: 4 batches of 8) as low-rank updates, the others as copies."""
+    ran = {"copies": 0, "low rank": 0}
+    for name, key in (("_train", "copies"), ("_train_low_rank", "low rank")):
+        original = getattr(vb.VmapBackend, name)
+        monkeypatch.setattr(vb.VmapBackend, name, lambda self, group, state, f=original, k=key: ran.update({k: ran[k] + len(group)}) or f(self, group, state))
+    exp = make_experiment(clients_per_round=20, **{"data.num_clients": 40, "algorithm.batch_size": 8, "algorithm.local_epochs": 1})
+    sizes, sequential, vectorized = both_backends(exp)
+    assert ran == {"low rank": sum(s <= 32 for s in sizes), "copies": sum(s > 32 for s in sizes)} and min(ran.values()) > 0
+    for a, b in zip(sequential, vectorized, strict=True):
+        assert_same_result(a, b)
+
+
 def test_groups_of_clients_equal_one_group(make_experiment, monkeypatch):
     """On a CPU the clients train in groups of similar size; results come back in task order."""
     exp = make_experiment(clients_per_round=8, **CASES["momentum-decay-3-epochs"])
@@ -80,7 +112,7 @@ def test_a_run_on_vmap_equals_the_inprocess_run(make_experiment, tmp_path):
     assert vmap[-1]["test_accuracy"] > 0.3  # digits: chance is 0.1
 
 
-def test_a_client_whose_loss_turns_non_finite_fails_alone(make_experiment):
+def test_a_client_whose_loss_turns_non_finite_fails_alone(make_experiment, monkeypatch):
     exp = make_experiment(clients_per_round=4)
     fed = load_federated(exp.data, exp.seed)
     fed.clients[2].train.tensors["x"][5] = float("inf")  # one poisoned example
@@ -91,6 +123,11 @@ def test_a_client_whose_loss_turns_non_finite_fails_alone(make_experiment):
     assert vectorized[2].error.rsplit(" (", 1)[0] == sequential[2].error.rsplit(" (", 1)[0]
     for i in (0, 1, 3):
         assert_same_result(sequential[i], vectorized[i])
+    monkeypatch.setattr(vb, "cheaper_than_copies", lambda *args: True)  # the same as low-rank updates
+    _, _, low_rank = both_backends(exp, fed)
+    assert low_rank[2].error.rsplit(" (", 1)[0] == sequential[2].error.rsplit(" (", 1)[0]
+    for i in (0, 1, 3):
+        assert_same_result(sequential[i], low_rank[i])
 
 
 class CountingClient(Client):

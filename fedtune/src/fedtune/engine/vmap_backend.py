@@ -5,8 +5,13 @@ one small model that differ only in the data they see. Here they are one stacked
 (leading dimension C); one local step of all clients is one call of
 ``torch.func.vmap`` of the loss over the stack (evaluated with
 ``torch.func.functional_call`` on the shared module) and one backward pass, and the
-optimizer's update is applied to all C slices at once. For small models the sequential loop is dominated by per-step
-Python and small-matrix costs; batched matrix products over C clients remove most of it.
+optimizer's update is applied to all C slices at once. On a CPU that step moves as many
+bytes as C sequential steps (each client's weights are read for a few examples and then
+rewritten by the update), so it saves only Python's per-step overhead. Where the model is
+a chain of linear layers trained by SGD (FedAvg's MLP), clients with few local steps
+train instead as the shared global weights plus a low-rank update each
+(:mod:`fedtune.engine.vmap_low_rank`): no copy per client until the last step, and one
+large matrix product of all clients' rows with the global weights per layer.
 
 Each client keeps its own batches: the same seeded shuffles as the sequential loop
 (``torch_generator(seed, "batches", round, client, epoch)``), in mini-batches of
@@ -64,6 +69,12 @@ from fedtune.algorithms.fedprox import FedProxClient
 from fedtune.config import Experiment
 from fedtune.data.base import ClientData
 from fedtune.engine.backend import Backend
+from fedtune.engine.vmap_low_rank import (
+    LowRankClients,
+    cheaper_than_copies,
+    linear_chain,
+    runs_low_rank,
+)
 from fedtune.engine.worker import ClientFailure, ClientRun, ClientWorker, Outcome, describe_error
 from fedtune.errors import ConfigError
 from fedtune.models.base import State, state_bytes
@@ -187,6 +198,8 @@ class VmapBackend(Backend):
         self.params: LocalParams = client.params
         self.penalty = OBJECTIVES[type(client)](client)
         self._losses = vmap(self._loss, in_dims=(0, 0, 0, None))
+        # SGD on a chain of linear layers: clients as the global weights plus low-rank updates
+        self.chain = linear_chain(worker.model, set(trainable)) if runs_low_rank(self.params, self.penalty is None) else None
 
     def group_size(self, clients: int) -> int:
         """How many clients train together: all of them on a GPU; on a CPU as many as keep
@@ -199,10 +212,7 @@ class VmapBackend(Backend):
     # -- the loss of one client on one padded batch (vmapped over clients) ---------------------
     def _loss(self, params: State, batch: dict[str, Tensor], valid: Tensor, anchor: State) -> Tensor:
         logits = functional_call(self.worker.model, params, (batch,))
-        labels = batch["labels"]
-        per_position = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100, reduction="none")
-        keep = ((labels != -100) & valid.view(valid.shape + (1,) * (labels.dim() - 1))).flatten().to(per_position.dtype)
-        loss = (per_position * keep).sum() / keep.sum().clamp(min=1)  # mean over the batch's real positions
+        loss = _masked_loss(logits.unsqueeze(0), batch["labels"].unsqueeze(0), valid.unsqueeze(0))[0]
         if self.penalty is not None:
             loss = loss + self.penalty(params, anchor)
         return loss
@@ -218,19 +228,60 @@ class VmapBackend(Backend):
             except Exception as err:  # as on every backend: a client that cannot load its data fails alone
                 outcomes[index] = ClientFailure(task.client_id, task.round, describe_error(err))
         loaded = [i for i in range(len(tasks)) if i not in outcomes]
-        # clients of similar size train together (little padding), a group at a time
-        by_size = sorted(range(len(clients)), key=lambda i: len(clients[i].data.train))
-        width = self.group_size(len(clients))
-        for first in range(0, len(by_size), width):
-            group = by_size[first : first + width]
+        for group, low_rank in self._groups(clients, global_state):
+            train = self._train_low_rank if low_rank else self._train
             try:
-                trained = self._train([clients[i] for i in group], global_state)
+                trained = train([clients[i] for i in group], global_state)
             except Exception as err:  # one step runs every client of the group: all of them failed
                 trained = [ClientFailure(clients[i].task.client_id, clients[i].task.round, describe_error(err)) for i in group]
             for i, outcome in zip(group, trained, strict=True):
                 outcomes[loaded[i]] = outcome
         seconds = (time.perf_counter() - start) / max(len(tasks), 1)  # the clients share the round's time
         return [ClientRun(outcomes[i], None, seconds) for i in range(len(tasks))]
+
+    def _steps(self, c: _Client) -> int:
+        """The local steps client ``c`` takes this round."""
+        steps = math.ceil(len(c.data.train) / self.params.batch_size) * self.params.local_epochs
+        return steps if self.params.max_steps is None else min(steps, self.params.max_steps)
+
+    def _groups(self, clients: list[_Client], global_state: State) -> list[tuple[list[int], bool]]:
+        """The clients that train together, and whether as low-rank updates: those with few
+        enough steps (:func:`cheaper_than_copies`) by their number of steps (no padded step);
+        the others as stacked copies, in groups of similar size (little padding)."""
+        size, low_rank, copies = self.params.batch_size, {}, []
+        for i, c in enumerate(clients):
+            steps = self._steps(c)
+            if self.chain is not None and cheaper_than_copies(self.chain, global_state, steps * size):
+                low_rank.setdefault(steps, []).append(i)
+            else:
+                copies.append(i)
+        groups = [(group, True) for _, group in sorted(low_rank.items())]
+        by_size = sorted(copies, key=lambda i: len(clients[i].data.train))
+        width = self.group_size(len(by_size))
+        return groups + [(by_size[first : first + width], False) for first in range(0, len(by_size), width)]
+
+    def _train_low_rank(self, clients: list[_Client], global_state: State) -> list[Outcome]:
+        """SGD of a chain of linear layers (:mod:`~fedtune.engine.vmap_low_rank`): each
+        client's weights are the global weights plus a low-rank update, formed at the end."""
+        cfg, device, count = self.params, self.worker.device, len(clients)
+        assert self.chain is not None
+        anchor = {n: t.detach() for n, t in global_state.items()}
+        longest = max(math.ceil(len(c.data.train) / cfg.batch_size) for c in clients)
+        group = LowRankClients(self.chain, anchor, cfg, count, longest * cfg.local_epochs, device)
+        data = _padded([c.data for c in clients], device)
+        rows = torch.arange(count, device=device).unsqueeze(1)
+        for epoch in range(cfg.local_epochs):
+            started, index, valid = self._epoch_batches(clients, epoch)
+            if not started:  # every client is past max_steps
+                break
+            losses = torch.zeros(index.shape[0], count, device=device)
+            for s in range(index.shape[0]):
+                mask = valid[s].to(device)
+                batch = {k: v[rows, index[s].to(device)] for k, v in data.items()}
+                losses[s] = group.step(batch, mask, _masked_loss)
+            self._record_epoch([clients[i] for i in started], losses[:, started].double().cpu())
+        weights = group.weights()
+        return [self._outcome(i, c, weights) for i, c in enumerate(clients)]
 
     def _train(self, clients: list[_Client], global_state: State) -> list[Outcome]:
         cfg, device = self.params, self.worker.device
@@ -306,6 +357,12 @@ class VmapBackend(Backend):
         already) and its momentum is multiplied by 1, so neither changes by a bit.
         """
         cfg = self.params
+        if cfg.optimizer == "sgd" and not cfg.momentum and not cfg.weight_decay and bool(active.all()):
+            # every client steps: one fused update, no masks (w <- w - lr·g as torch.optim.SGD)
+            with torch.no_grad():
+                for name, w in weights.items():
+                    w.add_(grads[name], alpha=-cfg.lr)
+            return
         with torch.no_grad():
             for name, w in weights.items():
                 g = grads[name]
@@ -362,6 +419,15 @@ def _adam(cfg: LocalParams, w: Tensor, g: Tensor, exp_avg: Tensor, exp_avg_sq: T
     step_size = (cfg.lr / (1 - beta1**t)).to(w.dtype).view(shape)
     correction = torch.sqrt(1 - beta2**t).to(w.dtype).view(shape)
     return w - step_size * m / (v.sqrt() / correction + eps)
+
+
+def _masked_loss(logits: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
+    """Each client's cross-entropy (``logits`` (clients, examples, ..., classes)): the mean over
+    its batch's real positions (``valid`` per example, labels not -100), as ``cross_entropy``
+    takes it for the unpadded batch; 0 for a client with none."""
+    per_position = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100, reduction="none")
+    keep = ((labels != -100) & valid.view(valid.shape + (1,) * (labels.dim() - 2))).to(per_position.dtype)
+    return (per_position.view(labels.shape) * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp(min=1)
 
 
 def _padded(datas: list[ClientData], device: torch.device) -> dict[str, Tensor]:
