@@ -160,12 +160,19 @@ def _append(db: Session, participant: Participant, turn: int, replies: list[Repl
     return [SimpleNamespace(**row) for row in bots]
 
 
+#: the statements of a turn, built once: a statement built per call costs its
+#: construction and the computation of its cache key (SQLAlchemy then finds the compiled
+#: form in its cache), several times what executing it costs on SQLite
+_INSERT_EVENTS = insert(EventRow.__table__)
+_INSERT_MESSAGES = insert(Message.__table__)
+
+
 def _insert(db: Session, event_rows: list[dict[str, Any]],
             message_rows: list[dict[str, Any]]) -> None:
     if event_rows:
-        db.execute(insert(EventRow.__table__), event_rows)
+        db.execute(_INSERT_EVENTS, event_rows)
     if message_rows:
-        db.execute(insert(Message.__table__), message_rows)
+        db.execute(_INSERT_MESSAGES, message_rows)
 
 
 def _rows(participant: Participant, turn: int, replies: list[Reply], events: list[Event],
@@ -203,14 +210,23 @@ def _update_participant(db: Session, participant: Participant, values: dict[str,
     """One Core UPDATE of the participant's row, guarded by its version counter as the
     ORM's optimistic locking does (StaleDataError when a concurrent turn moved it on),
     without the unit of work's bookkeeping; ``values`` gets the new version."""
-    table = Participant.__table__
     version = participant.version
-    result = db.execute(update(table)
-                        .where(table.c.id == participant.id, table.c.version == version)
-                        .values(**values, version=version + 1))
+    result = db.execute(_participant_update(tuple(values)),
+                        {**values, "_id": participant.id, "_version": version,
+                         "version": version + 1})
     if result.rowcount != 1:
         raise StaleDataError(f"participant {participant.id} changed meanwhile")
     values["version"] = version + 1
+
+
+@functools.cache
+def _participant_update(columns: tuple[str, ...]) -> Any:
+    """``UPDATE participants SET <columns>, version = :version WHERE id = :_id AND
+    version = :_version``, built once per set of columns (a turn sets one of two)."""
+    table = Participant.__table__
+    return (update(table)
+            .where(table.c.id == bindparam("_id"), table.c.version == bindparam("_version"))
+            .values({name: bindparam(name) for name in (*columns, "version")}))
 
 
 def start(db: Session, study: Study, condition: str, assignment: str,
@@ -237,14 +253,17 @@ def start(db: Session, study: Study, condition: str, assignment: str,
     return participant, token
 
 
+_BY_TOKEN = select(Participant).where(Participant.token_hash == bindparam("token_hash"),
+                                      Participant.session_ended_at.is_(None))
+
+
 def find_participant(db: Session, token: str | None,
                      idle_minutes: float | None = None) -> Participant | None:
     """The participant of a session cookie, unless that session ended (completion, "I'm a
     new participant") or has been idle for more than ``idle_minutes``."""
     if not token or len(token) > 100:
         return None
-    participant = db.scalar(select(Participant).where(
-        Participant.token_hash == token_hash(token), Participant.session_ended_at.is_(None)))
+    participant = db.scalar(_BY_TOKEN, {"token_hash": token_hash(token)})
     if participant is None or idle_minutes is None:
         return participant
     last = participant.last_active_at or participant.consented_at

@@ -3,15 +3,17 @@ post-survey, completion (or the recruitment panel's completion URL)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+from starlette.concurrency import run_in_threadpool
 
 from communitybots.store import Participant, utcnow
 
@@ -153,19 +155,30 @@ def session_state(participant: CurrentParticipant,
 
 
 @router.post("/api/messages", dependencies=[Depends(check_csrf_header)])
-def send_message(body: MessageIn, request: Request, db: DB, study: CurrentStudy,
-                 settings: AppSettings) -> dict[str, Any]:
-    # the session's participant is looked up here, in the endpoint's thread and
-    # transaction: as a dependency it cost every message a second thread hop and commit
-    participant = conversation.find_participant(db, request.cookies.get(PARTICIPANT_COOKIE),
-                                                idle_minutes=settings.session_idle_minutes)
-    if participant is None:
-        raise NoSession()
-    text = conversation.SKIP_TEXT if body.kind == "skip_button" else body.text
-    # wizard: the message waits for the operator (the replies come by /api/wizard/updates)
-    take = wizard.take_turn if participant.condition == WIZARD else conversation.take_turn
-    result = take(db, study, settings, participant.id, body.client_id, text, kind=body.kind)
-    return {"replies": result.replies, "cues": result.cues, "replayed": result.replayed}
+async def send_message(body: MessageIn, request: Request) -> Response:
+    """One participant message: its whole database work (the session's participant, the
+    turn, the session's end) runs in one pool thread, and the answer is encoded here:
+    a dependency or a return value that FastAPI validates and encodes would each cost
+    every message more than the turn's statements."""
+    state = request.app.state
+    result = await run_in_threadpool(_send_message, state.sessions, state.study,
+                                     state.settings, request.cookies.get(PARTICIPANT_COOKIE),
+                                     body)
+    return JSONResponse({"replies": result.replies, "cues": result.cues,
+                         "replayed": result.replayed})
+
+
+def _send_message(sessions: Callable[[], Session], study: Study, settings: Settings,
+                  token: str | None, body: MessageIn) -> conversation.TurnResult:
+    with sessions() as db:
+        participant = conversation.find_participant(db, token,
+                                                    idle_minutes=settings.session_idle_minutes)
+        if participant is None:
+            raise NoSession()
+        text = conversation.SKIP_TEXT if body.kind == "skip_button" else body.text
+        # wizard: the message waits for the operator (the replies come by /api/wizard/updates)
+        take = wizard.take_turn if participant.condition == WIZARD else conversation.take_turn
+        return take(db, study, settings, participant.id, body.client_id, text, kind=body.kind)
 
 
 @router.get("/survey", response_class=HTMLResponse)
