@@ -6,9 +6,10 @@ import pytest
 import torch
 from hf_tiny import VOCAB, text_batch
 
-from fedtune.data.base import DatasetInfo
+from fedtune.data.base import DatasetInfo, Examples
 from fedtune.models import build_model
-from fedtune.models.hf import build_hf_model, head_names, layer_groups, load_tokenizer
+from fedtune.models.base import evaluate
+from fedtune.models.hf import build_hf_model, head_names, layer_groups, load_tokenizer, trim_padding
 
 CLS = DatasetInfo(name="t", task="classification", num_classes=3)
 LM = DatasetInfo(name="t", task="causal_lm", num_classes=VOCAB)
@@ -29,6 +30,28 @@ def test_lora_classification_groups_and_head(tiny_dir):
     assert sorted(sum(groups, [])) == sorted(_trainable(model))
     assert all(float(p.abs().sum()) == 0 for n, p in model.named_parameters() if "lora_B" in n)
     assert layer_groups(model, include_head=False) == groups[:-1]
+
+
+def test_trailing_padding_is_trimmed_without_changing_logits(tiny_dir):
+    model = build_model(f"hf:{tiny_dir['bert']}", CLS, {"lora_b_init_std": 0.01}, seed=0).eval()
+    batch = text_batch("classification", batch=4, seq=12)
+    batch["attention_mask"][:, 7:] = 0  # no row attends past column 7
+    trimmed = trim_padding({k: batch[k] for k in ("input_ids", "attention_mask")})
+    assert trimmed["input_ids"].shape == (4, 7)
+    full = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # untrimmed
+    assert torch.allclose(model(batch), full, atol=1e-6)
+    # evaluation sorts by length so that batches trim; loss and accuracy are those of the
+    # unsorted, untrimmed pass
+    g = torch.Generator().manual_seed(1)
+    n = 40
+    ids = torch.randint(1, VOCAB, (n, 12), generator=g)
+    mask = (torch.arange(12) < torch.randint(2, 13, (n, 1), generator=g)).long()
+    labels = torch.randint(0, 3, (n,), generator=g)
+    out = evaluate(model, Examples({"input_ids": ids, "attention_mask": mask, "labels": labels}), batch_size=8)
+    with torch.no_grad():
+        ref = model.model(input_ids=ids, attention_mask=mask).logits
+    assert out["accuracy"] * n == int((ref.argmax(-1) == labels).sum())
+    assert out["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(ref, labels)), rel=1e-6)
 
 
 def test_model_init_is_seeded(tiny_dir):

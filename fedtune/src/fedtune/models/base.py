@@ -52,6 +52,8 @@ def evaluate(model: nn.Module, examples, batch_size: int = 256) -> dict[str, flo
     """Loss and accuracy (over non-ignored labels) of ``model`` on ``examples``."""
     was_training = model.training
     model.eval()
+    if "attention_mask" in examples.tensors:  # similar lengths together: a batch's padding is trimmed (hf.trim_padding)
+        examples = examples.subset(torch.argsort(examples.tensors["attention_mask"].sum(-1), stable=True))
     total_loss, correct, count = 0.0, 0, 0
     for batch in examples.batches(batch_size):
         logits = model(batch)
