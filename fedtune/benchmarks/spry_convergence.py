@@ -31,12 +31,17 @@ Scales (``--scale``):
 - ``reduced`` (default): ``mr`` at 32 tokens, 20 clients, 2 local steps of batch 8 a
   round, 20 rounds after a 60-round probe, evaluation every 5 rounds on the pooled test
   split (20 % of each client: about 800 sentences).
+- ``cpu60``: 60 rounds on one CPU core: ``mr`` at 32 tokens, 20 clients, 2 local steps of
+  batch 4, 60 % of each client's sentences as the test split (2,400 pooled: a standard error
+  of 0.97 points at 65 % accuracy), no validation split, evaluation every 20 rounds; ``--tune``
+  runs 10 rounds per grid point, evaluated at round 10.
 - ``paper``: the authors' scale: 64 tokens, 100 clients, one full local epoch of batch 8,
   1,500 rounds, evaluation every 50 (hours on a CPU; for a GPU machine).
 
-Plan (``plan``): at α 1.0 seeds 0, 1, 2 for ``spry_exact`` and ``fedyogi_bp`` and seed 0
-for the others; at α 0.1 seed 0 for each; then seed 0 of each on ``rotten_tomatoes``;
-runs in that order, so an interrupted run has the most important ones.
+Plan (``plan``): at α 1.0 seed 0 for every method, then seeds 1 and 2 for ``fedyogi_bp`` and
+the better Spry variant on seed 0 (``best_spry``); at α 0.1 seed 0 for each; then seed 0 of
+each on ``rotten_tomatoes``; runs in that order, so an interrupted run has the most
+important ones.
 
 Resumable: each finished run (probe and tuning runs too) is saved under
 ``results/spry_convergence/<scale>/`` with its experiment, and skipped when restarted with
@@ -44,7 +49,7 @@ the same experiment (``--force`` reruns). The summary goes to
 ``results/spry_convergence_<scale>.json``, a plot beside it and the table between the
 ``spry_convergence:<scale>`` markers of ``benchmarks/README.md``.
 
-    nice -n 10 python benchmarks/spry_convergence.py [--scale reduced] [--tune] [--only mr@1.0]
+    nice -n 5 python benchmarks/spry_convergence.py [--scale reduced|cpu60|paper] [--tune] [--only mr@1.0]
 """
 
 from __future__ import annotations
@@ -99,22 +104,44 @@ class Scale:
     max_steps: int | None  # None: one full local epoch
     batch_size: int
     eval_every: int
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    tune_rounds: int | None = None  # --tune's runs: this many rounds (None: ``rounds``), evaluated at the last
 
 
 SCALES = {
     "reduced": Scale(max_length=32, num_clients=20, rounds=20, probe_rounds=60, max_steps=2, batch_size=8, eval_every=5),
+    # 60 rounds on one CPU core: 2 local steps of batch 4, and 60 % of mr as the test split (2,400
+    # sentences: a standard error of 0.97 points at 65 % accuracy), evaluated every 20 rounds
+    "cpu60": Scale(max_length=32, num_clients=20, rounds=60, probe_rounds=60, max_steps=2, batch_size=4, eval_every=20,
+                   test_fraction=0.6, val_fraction=0.0, tune_rounds=10),
     "paper": Scale(max_length=64, num_clients=100, rounds=1500, probe_rounds=100, max_steps=None, batch_size=8, eval_every=50),
 }
 
 
-def plan(scale: str) -> list[tuple[str, str, float, int]]:
-    """(method, task, α, seed) in the order they run."""
-    order = ("fedyogi_bp", "spry_exact", "fedfgd", "spry_paper", "fedavg_bp")  # the targets' runs first
+def plan(best_spry: str = "spry_exact") -> list[tuple[str, str, float, int]]:
+    """(method, task, α, seed) in the order they run: α 1.0 seed 0 for every method, seeds 1
+    and 2 for ``best_spry`` and ``fedyogi_bp``, α 0.1, then ``rotten_tomatoes``."""
+    order = ("fedyogi_bp", "spry_exact", "spry_paper", "fedfgd", "fedavg_bp")  # the targets' runs first
     runs = [(m, "mr", 1.0, 0) for m in order]
+    runs += [(m, "mr", 1.0, s) for s in (1, 2) for m in ("fedyogi_bp", best_spry)]
     runs += [(m, "mr", 0.1, 0) for m in order]
-    runs += [(m, "mr", 1.0, s) for s in (1, 2) for m in ("fedyogi_bp", "spry_exact")]
     runs += [(m, "rotten_tomatoes", 1.0, 0) for m in order]
     return runs
+
+
+# seconds per token of one MiniLM forward at 32 tokens on one thread of this machine (measured:
+# 128 x 32 tokens in 1.8-3.9 s at load 1-5); a training step (jvp or backprop) costs about 3 forwards
+FORWARD_S_PER_TOKEN = 5e-4
+
+
+def estimate_s(sc: Scale, runs: int, tune_runs: int, test_examples: int) -> float:
+    """The plan's estimated seconds (compute only; the warm-head probes add about a minute each)."""
+    steps = sc.max_steps if sc.max_steps is not None else 1
+    round_s = 10 * steps * sc.batch_size * sc.max_length * 3 * FORWARD_S_PER_TOKEN
+    eval_s = test_examples * sc.max_length * FORWARD_S_PER_TOKEN
+    tune_rounds = sc.tune_rounds or sc.rounds
+    return runs * (sc.rounds * round_s + sc.rounds // sc.eval_every * eval_s) + tune_runs * (tune_rounds * round_s + eval_s)
 
 
 def data_table(task: str, alpha: float, sc: Scale) -> dict:
@@ -123,8 +150,8 @@ def data_table(task: str, alpha: float, sc: Scale) -> dict:
         "num_clients": sc.num_clients,
         "partition": "dirichlet",
         "alpha": alpha,
-        "val_fraction": 0.1,
-        "test_fraction": 0.2,
+        "val_fraction": sc.val_fraction,
+        "test_fraction": sc.test_fraction,
         "options": {"tokenizer": "minilm", "max_length": sc.max_length},
     }
 
@@ -235,6 +262,8 @@ def warm_head(task: str, alpha: float, seed: int, sc: Scale, scale: str, force: 
 def tune(methods: list[str], sc: Scale, scale: str, seed: int, force: bool) -> tuple[dict[str, float], dict]:
     """Each method's client lr: the grid point with the best final accuracy on ``seed`` (mr, α 1.0)."""
     head, _ = warm_head("mr", 1.0, seed, sc, scale, force)
+    rounds = sc.tune_rounds or sc.rounds
+    sc = Scale(**{**asdict(sc), "rounds": rounds, "eval_every": rounds if sc.tune_rounds else sc.eval_every})
     chosen, trials = {}, {}
     for method in methods:
         finals = {}
@@ -344,7 +373,7 @@ def plot(records: dict, probes: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", choices=list(SCALES), default="reduced", help="reduced (default) or the authors' scale")
+    parser.add_argument("--scale", choices=list(SCALES), default="reduced", help="reduced (default), cpu60 (60 rounds on one core) or the authors' scale")
     parser.add_argument("--rounds", type=int, default=None, help="override the scale's rounds")
     parser.add_argument("--only", nargs="+", default=None, help="restrict the plan to these task@alpha, e.g. mr@1.0")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -363,26 +392,44 @@ def main() -> None:
         sc = Scale(**{**asdict(sc), "rounds": args.rounds})
     folder = RESULTS / "spry_convergence" / args.scale
     lrs, trials = dict(DEFAULT_LR), {}
+    summary_path = RESULTS / f"spry_convergence_{args.scale}.json"
+    if args.report and summary_path.exists():  # the lrs the saved runs used
+        saved_summary = json.loads(summary_path.read_text())
+        lrs, trials = saved_summary["client_lr"], saved_summary["tuning"]
+    if not args.report:
+        n_tune = len(args.methods) * 3 if args.tune else 0
+        n_runs = sum(1 for m, t, a, _ in plan() if m in args.methods and (not args.only or f"{t}@{a}" in args.only))
+        cost = estimate_s(sc, n_runs, n_tune, test_examples=round(4000 * sc.test_fraction))
+        print(f"plan: {n_tune} tuning runs, {n_runs} runs; estimated {cost / 3600:.1f} h of one core (mr-sized test split)", flush=True)
     if args.tune and not args.report:
         tuned, trials = tune(args.methods, sc, args.scale, args.tune_seed, args.force)
         lrs.update(tuned)
     records: dict[tuple[str, str, float, int], dict] = {}
     probes: dict[tuple[str, float, int], dict] = {}
-    for method, task, alpha, seed in plan(args.scale):
-        if method not in args.methods or (args.only and f"{task}@{alpha}" not in args.only):
-            continue
-        path = folder / f"{method}-{task}-a{alpha}-s{seed}.json"
-        if args.report:
-            saved = saved_run(path, folder / f"warm_head-{task}-a{alpha}-s{seed}.json")
-            if saved is not None:
-                probes[(task, alpha, seed)], records[(method, task, alpha, seed)] = saved
-            continue
-        head, probes[(task, alpha, seed)] = warm_head(task, alpha, seed, sc, args.scale, args.force)
-        raw = method_experiment(method, task, alpha, seed, sc, lrs[method], head, str(WORK / args.scale / "run"))
-        records[(method, task, alpha, seed)] = cached(path, raw, args.force)
-        write_summary(args.scale, sc, records, probes, lrs, trials, args.readme)
+    first = plan()[:len(METHODS)]  # mr, α 1.0, seed 0: every method; it picks the best Spry variant
+    for phase in (0, 1):
+        runs = first if phase == 0 else plan(best_spry(records))[len(METHODS):]
+        for method, task, alpha, seed in runs:
+            if method not in args.methods or (args.only and f"{task}@{alpha}" not in args.only):
+                continue
+            path = folder / f"{method}-{task}-a{alpha}-s{seed}.json"
+            if args.report:
+                saved = saved_run(path, folder / f"warm_head-{task}-a{alpha}-s{seed}.json")
+                if saved is not None:
+                    probes[(task, alpha, seed)], records[(method, task, alpha, seed)] = saved
+                continue
+            head, probes[(task, alpha, seed)] = warm_head(task, alpha, seed, sc, args.scale, args.force)
+            raw = method_experiment(method, task, alpha, seed, sc, lrs[method], head, str(WORK / args.scale / "run"))
+            records[(method, task, alpha, seed)] = cached(path, raw, args.force)
+            write_summary(args.scale, sc, records, probes, lrs, trials, args.readme)
     if args.report and records:
         write_summary(args.scale, sc, records, probes, lrs, trials, args.readme)
+
+
+def best_spry(records: dict) -> str:
+    """The Spry variant with the higher final accuracy on mr, α 1.0, seed 0 (``spry_exact`` without both)."""
+    finals = {m: records[(m, "mr", 1.0, 0)]["final_test_accuracy"] for m in SPRY if (m, "mr", 1.0, 0) in records}
+    return max(finals, key=finals.get) if len(finals) == len(SPRY) else "spry_exact"
 
 
 def saved_run(path: Path, probe: Path) -> tuple[dict, dict] | None:
