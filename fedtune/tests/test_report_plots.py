@@ -14,14 +14,11 @@ from fedtune.report.summary import summarize
 
 @pytest.fixture
 def keep_figures(monkeypatch):
-    """Keep the figures the plot functions close, to look at them."""
+    """The figures the plot functions draw (outside pyplot), to look at them."""
     kept = []
-    close = plt.close  # plots.plt is pyplot itself: the original, to close them afterwards
-    monkeypatch.setattr(plots.plt, "close", lambda fig=None: kept.append(fig))
-    yield kept
-    monkeypatch.undo()
-    for fig in kept:
-        close(fig)
+    new_figure = plots.new_figure
+    monkeypatch.setattr(plots, "new_figure", lambda **kwargs: kept.append(new_figure(**kwargs)) or kept[-1])
+    return kept
 
 
 def _metrics(offset: float = 0.0) -> list[dict]:
