@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fedtune.algorithms import ALGORITHMS, ClientResult, ClientTask
+from fedtune.algorithms import flow as flow_module
 from fedtune.algorithms.flow import FlowParams, split_instances
 from fedtune.data.base import ClientData, DatasetInfo, Examples
 from fedtune.engine import run_experiment
@@ -156,15 +157,18 @@ def _moved(before, after, names):
     return {n for n in names if not torch.equal(before[n], after[n])}
 
 
-def test_each_phase_moves_only_its_group_under_momentum():
+def test_each_phase_moves_only_its_group_under_momentum(monkeypatch):
     algo, client, model = _flow(local_fraction=0.5, routed_layers=["net.2"])  # net.0 is shared: global group
     groups = model.groups()
     start = get_trainable(model)
     data = _data(16)  # ζ_l: 8 instances = 2 batches of 4
-    # Phase A only (2 steps): in the pure local model the shared layer gets gradients, yet must not move
     result, _ = client.fit(model, start, data, ClientTask(0, 1, seed=0), None)  # the whole round
-    algo_a, client_a, model_a = _flow(local_fraction=0.5, routed_layers=["net.2"], max_steps=2)
+    # Phase A only (the same ζ_l, an empty ζ_g): in the pure local model the shared layer gets gradients, yet must not move
+    split = flow_module.split_instances
+    monkeypatch.setattr(flow_module, "split_instances", lambda *a: (split(*a)[0], torch.arange(0)))
+    algo_a, client_a, model_a = _flow(local_fraction=0.5, routed_layers=["net.2"])
     after_a, _ = client_a.fit(model_a, start, data, ClientTask(0, 1, seed=0), None)
+    assert after_a.metrics["steps"] == 2
     assert _moved(start, after_a.tensors, groups["local"]) == set(groups["local"])
     assert not _moved(start, after_a.tensors, groups["global"] + groups["policy"])
     # the whole round: the local path ends where Phase A left it, though the policy step's
@@ -173,6 +177,14 @@ def test_each_phase_moves_only_its_group_under_momentum():
     assert _moved(start, result.tensors, groups["policy"]) == set(groups["policy"])
     assert _moved(start, result.tensors, groups["global"]) == set(groups["global"])
     assert result.metrics["steps"] == 2 + 2 * 2
+
+
+def test_max_steps_caps_each_phase_so_phase_b_always_runs():
+    _, client, model = _flow(local_fraction=0.5, max_steps=1)
+    data = _data(16)  # ζ_l and ζ_g: 2 batches of 4 each
+    result, _ = client.fit(model, get_trainable(model), data, ClientTask(0, 1, seed=0), None)
+    assert result.metrics["steps"] == 1 + 2  # one Phase A step, one Phase B batch (policy + global step)
+    assert all(torch.isfinite(torch.tensor(result.metrics[k])) for k in ("loss", "loss_local", "loss_policy"))
 
 
 def test_routing_regularizer_pushes_instances_to_the_global_path():

@@ -13,6 +13,9 @@ A client's round (the paper's Algorithm 1):
    regularizer: an instance takes the local path only where that lowers the loss
    enough), then one *global-path step* on the task loss of the pure global model.
 
+``max_steps`` caps each phase on its own (Phase A's local steps; Phase B's batches, each a
+policy and a global-path step), so a cap never leaves a round without Phase B.
+
 Each parameter group (global path with the layers that are not routed, local path,
 policy) has its own optimizer, so a group that is not being trained never moves — one
 momentum optimizer over all groups with ``requires_grad`` toggled would keep moving the
@@ -59,6 +62,7 @@ class FlowParams(LocalParams):
     policy_hidden: int = Field(64, ge=1, description="hidden width of the policy network")
     routed_layers: list[str] | None = Field(None, description="layers with a global and a local path (None: every layer with parameters)")
     local_start: Literal["averaged", "global"] = Field("averaged", description="the local path starts each round from the server's average or from the global path")
+    max_steps: int | None = Field(None, ge=1, description="cap on each phase: Phase A's local steps and Phase B's batches (a policy and a global-path step each)")
 
     @model_validator(mode="after")
     def _no_early_stop(self) -> FlowParams:
@@ -106,7 +110,7 @@ class FlowClient(Client):
         zeta_l, zeta_g = data.train.subset(local_idx), data.train.subset(global_idx)
         model.train()
         steps, sums = 0, {"loss_local": 0.0, "loss_policy": 0.0, "loss": 0.0, "route_local": 0.0}
-        counts = {"a": 0, "b": 0}
+        counts = {"a": 0, "b": 0}  # Phase A's steps, Phase B's batches
 
         def step(optimizer: torch.optim.Optimizer, routing: str, batch, penalty: float = 0.0) -> tuple[float, float]:
             model.routing = routing
@@ -120,19 +124,19 @@ class FlowClient(Client):
             routed_local = model.last_probs[..., 1].mean().item() if model.last_probs is not None else 0.0
             return task_loss.item(), routed_local
 
-        def capped() -> bool:
-            return p.max_steps is not None and steps >= p.max_steps
+        def capped(phase: str) -> bool:
+            return p.max_steps is not None and counts[phase] >= p.max_steps
 
         for epoch in range(p.local_epochs):  # Phase A
             for batch in zeta_l.batches(p.batch_size, torch_generator(task.seed, "flow-a", task.round, task.client_id, epoch)):
-                if capped():
+                if capped("a"):
                     break
                 sums["loss_local"] += step(opt_local, "local", batch)[0]
                 counts["a"] += 1
                 steps += 1
         for epoch in range(p.local_epochs):  # Phase B
             for batch in zeta_g.batches(p.batch_size, torch_generator(task.seed, "flow-b", task.round, task.client_id, epoch)):
-                if capped():
+                if capped("b"):
                     break
                 policy_loss, routed_local = step(opt_policy, "soft", batch, p.routing_lambda)
                 sums["loss_policy"] += policy_loss
