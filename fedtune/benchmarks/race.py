@@ -34,6 +34,10 @@ the plain loop's client training, the in-process backend's clients, a whole fedt
 
 Each finished process is saved in ``results/race/`` and skipped when the script runs
 again; the summary (medians over repeats, ratios) goes to ``results/race.json``.
+``--edition NAME`` keeps another set of runs (``results/race_NAME/``, ``results/race_NAME.json``),
+e.g. after a change to fedtune, beside the earlier ones. Besides wall time each process's
+CPU time (user + system, its waited-for children included) is recorded: on a machine
+other jobs load, wall time waits for the CPU and CPU time much less.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,7 +55,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-RUNS = RESULTS / "race"
 SCRATCH = Path(tempfile.gettempdir()) / "fedtune-race"  # prepared data and run folders (not results)
 SEED, NUM_CLIENTS, ALPHA, ROUNDS, LR, BATCH = 0, 100, 0.3, 30, 0.05, 20
 CONTESTANTS = ("plain", "inprocess", "vmap", "ray", "flower")
@@ -302,15 +306,22 @@ def command(contestant: str, clients_per_round: int, work: Path, prep: Path) -> 
     return [fedtune, "run", str(toml), "--overwrite", "--threads", "1", "--set", f'backend="{contestant}"'], out
 
 
-def race_one(contestant: str, clients_per_round: int, rep: int, work: Path, prep: Path) -> dict:
-    path = RUNS / f"{clients_per_round}-{contestant}-{rep}.json"
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def race_one(contestant: str, clients_per_round: int, rep: int, work: Path, prep: Path, runs: Path) -> dict:
+    path = runs / f"{clients_per_round}-{contestant}-{rep}.json"
     if path.is_file():
         return json.loads(path.read_text())
     cmd, out = command(contestant, clients_per_round, work, prep)
     load_before = os.getloadavg()[0]
+    cpu = children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     wall = time.perf_counter() - start
+    cpu = children_cpu() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"{contestant} ({clients_per_round} a round) failed:\n{proc.stderr[-3000:]}")
     if contestant in ("plain", "flower"):
@@ -324,6 +335,7 @@ def race_one(contestant: str, clients_per_round: int, rep: int, work: Path, prep
         "clients_per_round": clients_per_round,
         "repeat": rep,
         "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
         "rounds_s": round(rounds_s, 3),
         "per_round_s": round(rounds_s / ROUNDS, 4),
         "outside_rounds_s": round(wall - rounds_s, 3),
@@ -331,7 +343,7 @@ def race_one(contestant: str, clients_per_round: int, rep: int, work: Path, prep
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
     }
-    RUNS.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result), flush=True)
     return result
@@ -352,6 +364,7 @@ def summarize(runs: list[dict]) -> dict:
         summary["rows"].append({
             "clients_per_round": cpr, "contestant": name, "repeats": len(rs),
             **{k: round(median([r[k] for r in rs]), 4) for k in ("wall_s", "per_round_s", "outside_rounds_s", "accuracy")},
+            **({"cpu_s": round(median([r["cpu_s"] for r in rs]), 4)} if all("cpu_s" in r for r in rs) else {}),
             "wall_s_all": [r["wall_s"] for r in rs], "load": [r["load_before"] for r in rs],
         })
     by = {(r["clients_per_round"], r["contestant"]): r for r in summary["rows"]}
@@ -362,6 +375,9 @@ def summarize(runs: list[dict]) -> dict:
             row = by.get((cpr, name))
             if row and floor and name != "plain":
                 ratios[f"{cpr}: {name} / plain (whole process)"] = round(row["wall_s"] / floor["wall_s"], 3)
+                if "cpu_s" in row and "cpu_s" in floor:
+                    ratios[f"{cpr}: {name} / plain (whole process, CPU time)"] = round(row["cpu_s"] / floor["cpu_s"], 3)
+                ratios[f"{cpr}: {name} / plain (per round)"] = round(row["per_round_s"] / floor["per_round_s"], 3)
         if (cpr, "flower") in by and (cpr, "inprocess") in by:
             ratios[f"{cpr}: flower / inprocess (whole process)"] = round(by[(cpr, "flower")]["wall_s"] / by[(cpr, "inprocess")]["wall_s"], 3)
         if (cpr, "ray") in by and (cpr, "inprocess") in by:
@@ -371,11 +387,12 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def table(summary: dict) -> str:
-    lines = ["| clients a round | contestant | whole process s (median; all) | per round s | outside the rounds s | final accuracy | load average before |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| clients a round | contestant | whole process s (median; all) | CPU s (median) | per round s | outside the rounds s | final accuracy | load average before |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         all_runs = ", ".join(f"{w:.1f}" for w in r["wall_s_all"])
-        lines.append(f"| {r['clients_per_round']} | {r['contestant']} | **{r['wall_s']:.2f}** ({all_runs}) | {r['per_round_s']:.3f} | "
+        cpu = f"{r['cpu_s']:.2f}" if "cpu_s" in r else "-"
+        lines.append(f"| {r['clients_per_round']} | {r['contestant']} | **{r['wall_s']:.2f}** ({all_runs}) | {cpu} | {r['per_round_s']:.3f} | "
                      f"{r['outside_rounds_s']:.2f} | {r['accuracy']:.4f} | {', '.join(f'{x:.1f}' for x in r['load'])} |")
     return "\n".join(lines)
 
@@ -389,6 +406,7 @@ def main() -> None:
     parser.add_argument("--prep", type=Path, default=SCRATCH / "prepared")
     parser.add_argument("--cpr", type=int, default=10)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--edition", help="keep these runs apart: results/race_EDITION/ and results/race_EDITION.json")
     args = parser.parse_args()
     if args.mode == "plain":
         return plain(args.prep, args.cpr, args.out)
@@ -401,14 +419,16 @@ def main() -> None:
     work = SCRATCH / "work"
     work.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",")
+    name_of = f"race_{args.edition}" if args.edition else "race"
+    folder = RESULTS / name_of
     for rep in range(args.repeat):  # contestants interleaved, so a busy spell hits all of them
         for cpr in map(int, args.variants.split(",")):
             for name in VARIANT_CONTESTANTS[cpr]:
                 if name in only:
-                    race_one(name, cpr, rep, work, args.prep)
-    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*-*-*.json"))]
-    summary = {"benchmark": "race", "setting": __doc__.split("\n\n")[1].replace("\n", " "), **summarize(runs)}
-    (RESULTS / "race.json").write_text(json.dumps(summary, indent=2) + "\n")
+                    race_one(name, cpr, rep, work, args.prep, folder)
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*-*-*.json"))]
+    summary = {"benchmark": "race", "edition": args.edition, "setting": __doc__.split("\n\n")[1].replace("\n", " "), **summarize(runs)}
+    (RESULTS / f"{name_of}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(summary))
     print(json.dumps(summary["ratios"], indent=2))
 
