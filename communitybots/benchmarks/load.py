@@ -2,14 +2,17 @@
 
 Starts ``communitybots serve`` (uvicorn, its default worker count unless told) on a fresh database, then N
 simulated participants at once, each with its own cookies: landing page, consent, the
-pre-chat questions and the tutorial when the survey has them, and M chat messages sent
-one after another with a think time between them, as people type. A share of the messages is sent twice with the same idempotency key, as a browser does
-when a response is lost. At the end it counts the participants' messages in the
+pre-chat questions and the tutorial when the survey has them; once every participant
+is through those pages, M chat messages each, sent one after another with a think time
+between them, as people type. A share of the messages is sent twice with the same
+idempotency key, as a browser does when a response is lost. At the end it counts the participants' messages in the
 database: exactly N x M must be there, none lost, none stored twice.
 
 Reported: reply latency of POST /api/messages (p50, p95, p99, max, measured by the
 client, so it includes HTTP on loopback, the CTM step and the database transaction),
-throughput, errors, and the database counts. Writes ``benchmarks/results/load*.json``.
+throughput, errors, the database counts, and the server's CPU (its processes' user +
+system time) per request, per chat message and per request of the pages before the
+chat. Writes ``benchmarks/results/load*.json``.
 
     python benchmarks/load.py                       # 200 participants x 30 messages, SQLite
     python benchmarks/load.py --database-url postgresql+psycopg://...
@@ -81,59 +84,100 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+class ChatStart:
+    """The moment every participant has finished the pages before the chat (or given
+    up): the server's CPU is read then, so the chat's messages are counted apart from
+    the landing pages, consents and pre-chat pages."""
+
+    def __init__(self, participants: int, server_pid: int):
+        self.left = participants
+        self.server_pid = server_pid
+        self.cpu = 0.0
+        self.at = 0.0
+        self.event = asyncio.Event()
+
+    async def arrive(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.cpu = cpu_seconds(self.server_pid)
+            self.at = time.perf_counter()
+            self.event.set()
+        await self.event.wait()
+
+
 async def participant(base: str, index: int, messages: int, think: tuple[float, float],
                       duplicate_share: float, latencies: list[float], errors: list[str],
                       errors_retried: list[str], seed: int, pre_answers: dict[str, str],
-                      setup_requests: list[int], arrival: float) -> int:
+                      setup_requests: list[int], arrival: float, chat: ChatStart) -> int:
     rng = random.Random(seed * 100_003 + index)
-    accepted = 0
     # verify=False: plain HTTP on loopback needs no certificates, and loading them costs
     # each client ~25 ms of CPU (1,000 participants starved the generator)
     async with httpx.AsyncClient(base_url=base, timeout=60.0, verify=False) as client:
-        await asyncio.sleep(rng.uniform(0, arrival))  # arrivals spread over ``arrival`` s
+        token = await setup(client, rng, errors, pre_answers, setup_requests, arrival)
+        await chat.arrive()
+        if token is None:
+            return 0
+        return await converse(client, token, rng, messages, think, duplicate_share,
+                              latencies, errors, errors_retried)
+
+
+async def setup(client: httpx.AsyncClient, rng: random.Random, errors: list[str],
+                pre_answers: dict[str, str], setup_requests: list[int],
+                arrival: float) -> str | None:
+    """Landing page, consent, the pre-chat questions and the tutorial: the page's CSRF
+    token, or None when this participant gave up (counted as lost)."""
+    await asyncio.sleep(rng.uniform(0, arrival))  # arrivals spread over ``arrival`` s
+    try:
+        page = await client.get("/")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+        consent = await client.post("/consent", data={"csrf_token": token, "consent": "yes"})
+    except httpx.TransportError as err:  # this participant gives up: counted as lost
+        errors.append(f"landing or consent: {type(err).__name__}")
+        return None
+    if consent.status_code != 303:
+        errors.append(f"consent {consent.status_code}")
+        return None
+    page = consent.headers.get("location", "/chat")
+    setup_requests.append(2)
+    while page in BEFORE_CHAT:  # the pre-chat questions, the tutorial
+        fields = {"csrf_token": token, **(pre_answers if page == "/pre" else {})}
         try:
-            page = await client.get("/")
-            token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
-            consent = await client.post("/consent", data={"csrf_token": token, "consent": "yes"})
-        except httpx.TransportError as err:  # this participant gives up: counted as lost
-            errors.append(f"landing or consent: {type(err).__name__}")
-            return 0
-        if consent.status_code != 303:
-            errors.append(f"consent {consent.status_code}")
-            return 0
-        page = consent.headers.get("location", "/chat")
-        setup_requests.append(2)
-        while page in BEFORE_CHAT:  # the pre-chat questions, the tutorial
-            fields = {"csrf_token": token, **(pre_answers if page == "/pre" else {})}
-            try:
-                step = await client.post(page, data=fields)
-            except httpx.TransportError as err:
-                errors.append(f"{page}: {type(err).__name__}")
-                return 0
-            setup_requests.append(1)
-            if step.status_code != 303:
-                errors.append(f"{page} {step.status_code}")
-                return 0
-            page = step.headers.get("location", "/chat")
-        for _ in range(messages):
-            await asyncio.sleep(rng.uniform(*think))
-            body = {"client_id": uuid.uuid4().hex, "text": rng.choice(ANSWERS), "kind": "message"}
-            sends = 2 if rng.random() < duplicate_share else 1
-            for _attempt in range(sends):
-                t0 = time.perf_counter()
-                for _retry in range(5):  # a dropped connection: send again, same key
-                    try:
-                        response = await client.post("/api/messages", json=body,
-                                                     headers={"X-CSRF-Token": token})
-                        break
-                    except httpx.TransportError as err:
-                        errors_retried.append(type(err).__name__)
-                latencies.append(time.perf_counter() - t0)
-                if response.status_code != 200:
-                    errors.append(f"message {response.status_code}: {response.text[:120]}")
+            step = await client.post(page, data=fields)
+        except httpx.TransportError as err:
+            errors.append(f"{page}: {type(err).__name__}")
+            return None
+        setup_requests.append(1)
+        if step.status_code != 303:
+            errors.append(f"{page} {step.status_code}")
+            return None
+        page = step.headers.get("location", "/chat")
+    return token
+
+
+async def converse(client: httpx.AsyncClient, token: str, rng: random.Random, messages: int,
+                   think: tuple[float, float], duplicate_share: float, latencies: list[float],
+                   errors: list[str], errors_retried: list[str]) -> int:
+    """``messages`` chat messages with a think time before each; the messages stored."""
+    accepted = 0
+    for _ in range(messages):
+        await asyncio.sleep(rng.uniform(*think))
+        body = {"client_id": uuid.uuid4().hex, "text": rng.choice(ANSWERS), "kind": "message"}
+        sends = 2 if rng.random() < duplicate_share else 1
+        for _attempt in range(sends):
+            t0 = time.perf_counter()
+            for _retry in range(5):  # a dropped connection: send again, same key
+                try:
+                    response = await client.post("/api/messages", json=body,
+                                                 headers={"X-CSRF-Token": token})
                     break
-            else:
-                accepted += 1
+                except httpx.TransportError as err:
+                    errors_retried.append(type(err).__name__)
+            latencies.append(time.perf_counter() - t0)
+            if response.status_code != 200:
+                errors.append(f"message {response.status_code}: {response.text[:120]}")
+                break
+        else:
+            accepted += 1
     return accepted
 
 
@@ -254,21 +298,24 @@ def count_in_database(url: str) -> dict[str, int]:
     return counts
 
 
-async def run_clients(base: str, args: argparse.Namespace
-                      ) -> tuple[list[float], list[str], list[str], list[int], float, int]:
+async def run_clients(base: str, args: argparse.Namespace, server_pid: int
+                      ) -> tuple[list[float], list[str], list[str], list[int], float, int,
+                                 ChatStart]:
     latencies: list[float] = []
     errors: list[str] = []
     retried: list[str] = []
     setup: list[int] = []
     pre_answers = form_answers(load_survey(SURVEY).pre_survey)
     think = tuple(args.think)
+    chat = ChatStart(args.participants, server_pid)
     t0 = time.perf_counter()
     accepted = await asyncio.gather(*[
         participant(base, i, args.messages, think, args.duplicates, latencies,
                     errors, retried, args.seed, pre_answers, setup,
-                    think[1] if args.arrival is None else args.arrival)
+                    think[1] if args.arrival is None else args.arrival, chat)
         for i in range(args.participants)])
-    return latencies, errors, retried, list(accepted), time.perf_counter() - t0, sum(setup)
+    return (latencies, errors, retried, list(accepted), time.perf_counter() - t0, sum(setup),
+            chat)
 
 
 def main() -> None:
@@ -325,8 +372,11 @@ def main() -> None:
         profiler = start_profiler(server.pid, args.profile) if args.profile else None
         cpu_before = cpu_seconds(server.pid)
         load_before = os.getloadavg()[0]
-        latencies, errors, retried, accepted, wall, setup = asyncio.run(run_clients(base, args))
-        server_cpu = cpu_seconds(server.pid) - cpu_before
+        latencies, errors, retried, accepted, wall, setup, chat = asyncio.run(
+            run_clients(base, args, server.pid))
+        cpu_end = cpu_seconds(server.pid)
+        chat_wall = time.perf_counter() - chat.at
+        server_cpu = cpu_end - cpu_before
         if profiler is not None:
             stop_profiler(profiler)
     finally:
@@ -355,10 +405,17 @@ def main() -> None:
                        "p99": round(percentile(ms, 99), 1), "max": round(max(ms), 1),
                        "mean": round(statistics.fmean(ms), 1)} if ms else {},
         "wall_s": round(wall, 1), "throughput_msg_per_s": round(len(ms) / wall, 1),
+        "chat_wall_s": round(chat_wall, 1),
+        "chat_throughput_msg_per_s": round(len(ms) / max(chat_wall, 1e-9), 1),
         # server CPU per request (landing page, consent, pre-chat questions and tutorial
-        # included): what one core must do per message
+        # included), and apart: per chat message (every POST /api/messages, repeats
+        # included, from the moment all participants finished the pages before the chat)
+        # and per request of those pages
         "setup_requests": setup,
         "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(ms) + setup), 2),
+        "server_cpu_ms_per_message": round(1000 * (cpu_end - chat.cpu) / max(1, len(ms)), 2),
+        "server_cpu_ms_per_setup_request": round(
+            1000 * (chat.cpu - cpu_before) / max(1, setup), 2),
         "server_warmup_s": round(warmup, 1),
         "cpu_count": os.cpu_count(), "load_avg_1min_before": round(load_before, 2),
         "load_avg_1min_after": round(os.getloadavg()[0], 2),

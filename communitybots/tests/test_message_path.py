@@ -138,3 +138,27 @@ def test_serve_defaults_to_one_worker_per_usable_core(monkeypatch, tmp_path: Pat
     result = runner.invoke(app, ["serve", str(SURVEY), "--database-url", url, "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert calls[-1]["workers"] == 1 and "1 worker process" in result.output
+
+
+def test_a_serve_worker_takes_its_startup_objects_out_of_the_collectors_view(
+        monkeypatch, tmp_path: Path) -> None:
+    """``serve``'s workers freeze what they built at start-up (models, tables, caches):
+    a full collection would otherwise walk all of it while the worker answers nothing."""
+    import gc
+    import json
+
+    url = f"sqlite:///{tmp_path / 'frozen.sqlite3'}"
+    from communitybots.store import make_engine, migrate
+
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    monkeypatch.setenv(commands._SERVE_ENV, json.dumps({
+        "survey": str(SURVEY), "database_url": url, "relevance": "tfidf"}))
+    gc.unfreeze()
+    try:
+        app = commands.app_from_env()
+        assert gc.get_freeze_count() > 50_000  # the app's objects, the NLU models among them
+        app.state.engine.dispose()
+    finally:
+        gc.unfreeze()
