@@ -372,8 +372,10 @@ def main() -> None:
         profiler = start_profiler(server.pid, args.profile) if args.profile else None
         cpu_before = cpu_seconds(server.pid)
         load_before = os.getloadavg()[0]
+        generator_before = time.process_time()
         latencies, errors, retried, accepted, wall, setup, chat = asyncio.run(
             run_clients(base, args, server.pid))
+        generator_cpu = time.process_time() - generator_before
         cpu_end = cpu_seconds(server.pid)
         chat_wall = time.perf_counter() - chat.at
         server_cpu = cpu_end - cpu_before
@@ -416,6 +418,8 @@ def main() -> None:
         "server_cpu_ms_per_message": round(1000 * (cpu_end - chat.cpu) / max(1, len(ms)), 2),
         "server_cpu_ms_per_setup_request": round(
             1000 * (chat.cpu - cpu_before) / max(1, setup), 2),
+        # the load generator's own CPU (this process, on the same cores as the server)
+        "generator_cpu_ms_per_request": round(1000 * generator_cpu / max(1, len(ms) + setup), 2),
         "server_warmup_s": round(warmup, 1),
         "cpu_count": os.cpu_count(), "load_avg_1min_before": round(load_before, 2),
         "load_avg_1min_after": round(os.getloadavg()[0], 2),
