@@ -103,11 +103,7 @@ class Flash(FedAdam):
         return beta3 * d + (1 - beta3) * gap, beta3
 
     def moments(self, name: str, delta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Equations (1)-(4) for tensor ``name``: (numerator m_t, v_t, d_t, β3_t), state updated.
-
-        Subclasses that change how the moments react to drift override this hook
-        (:class:`~fedtune.server.flash_reset.FlashReset`).
-        """
+        """Equations (1)-(4) for tensor ``name``: (numerator m_t, v_t, d_t, β3_t), state updated."""
         zeros = torch.zeros_like(delta)
         # .to(): state loaded from a CPU checkpoint follows the update's device
         m_prev = self.m.get(name, zeros).to(delta.device)
