@@ -249,10 +249,16 @@ def test_lora_adapters_are_routed_per_instance(tiny_dir):
     info = DatasetInfo("t", "classification", 3)
     plain = build_model(f"hf:{tiny_dir['bert']}", info, {"lora_b_init_std": 0.1}, seed=0)
     model = route(build_model(f"hf:{tiny_dir['bert']}", info, {"lora_b_init_std": 0.1}, seed=0), info, None, 4, seed=0)
-    assert len(model.blocks) == 4 and all(name.endswith(("query", "value")) for name in model.blocks)
+    assert len(model.blocks) == 5 and all(name.endswith(("query", "value")) for name in list(model.blocks)[:4])
+    assert list(model.blocks)[4].endswith("classifier")  # the task head is routed as a whole layer twice
     groups = model.groups()
-    assert len(groups["local"]) == 8 and all("lora_" in n for n in groups["local"])  # A and B of 4 adapters
-    assert any("classifier" in n for n in groups["global"])
+    local_lora = [n for n in groups["local"] if "lora_" in n]
+    assert len(local_lora) == 8 and len(groups["local"]) == 10  # A and B of 4 adapters, the head's weight and bias
+    assert [n for n in groups["global"] if "classifier" in n] == [n.replace(".local_path.", ".global_path.") for n in groups["local"] if "classifier" in n]
+    assert sorted(model.base.head_names) == sorted(n.removeprefix("base.") for n in groups["global"] + groups["local"] if "classifier" in n)
+    adapters_only = route(build_model(f"hf:{tiny_dir['bert']}", info, {"lora_b_init_std": 0.1}, seed=0), info,
+                          list(model.blocks)[:4], 4, seed=0)
+    assert any("classifier" in n for n in adapters_only.groups()["global"])
     batch = text_batch("classification")
     model.eval()
     plain.eval()
@@ -267,7 +273,7 @@ def test_lora_adapters_are_routed_per_instance(tiny_dir):
     assert not torch.allclose(local, plain(batch), atol=1e-3)
     with torch.no_grad():  # a policy that prefers the local adapters for every instance
         model.policy[2].weight.zero_()
-        model.policy[2].bias.copy_(torch.tensor([0.0, 1.0]).repeat(4))
+        model.policy[2].bias.copy_(torch.tensor([0.0, 1.0]).repeat(5))
     model.routing = None  # eval mode: hard
     assert torch.allclose(model(batch), local, atol=1e-5) and bool(model.last_gates[..., 1].all())
     # a Flow round on it: adapters and policy train, the frozen base does not move

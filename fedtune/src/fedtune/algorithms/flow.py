@@ -60,7 +60,7 @@ class FlowParams(LocalParams):
     local_lr: float | None = Field(None, gt=0, description="learning rate of the local path (None: lr)")
     policy_lr: float | None = Field(None, gt=0, description="learning rate of the policy (None: lr)")
     policy_hidden: int = Field(64, ge=1, description="hidden width of the policy network")
-    routed_layers: list[str] | None = Field(None, description="layers with a global and a local path (None: every layer with parameters)")
+    routed_layers: list[str] | None = Field(None, description="layers with a global and a local path (None: every layer with parameters; LoRA models: every adapter and the task head)")
     local_start: Literal["averaged", "global"] = Field("averaged", description="the local path starts each round from the server's average or from the global path")
     max_steps: int | None = Field(None, ge=1, description="cap on each phase: Phase A's local steps and Phase B's batches (a policy and a global-path step each)")
 

@@ -16,7 +16,9 @@ LSTM is unrolled step by step and its policy reads the hidden state of the step 
 (the layers' concatenated ``h``), giving the gates of that step's LSTM layers; the gate
 of the output layer comes from the last hidden state. A Hugging Face model with LoRA
 (:class:`RoutedLoRA`) routes adapters: each routed LoRA layer keeps a global and a local
-adapter over the shared frozen weights, and the policy reads the mean input embedding.
+adapter over the shared frozen weights, and the policy reads the mean input embedding;
+its trainable task head (a classifier's ``classifier`` / ``score``) is routable too, as
+a whole layer twice.
 
 Tensor names: a routed layer ``net.0`` becomes ``net.0.global_path.*`` and
 ``net.0.local_path.*``; the policy's tensors start with ``policy.``; every other
@@ -268,19 +270,28 @@ class RoutedLoRA(Routed):
 
     Each routed LoRA layer keeps a global and a local adapter (A and B); the frozen base
     weights are shared. The policy reads the raw input: the mean of the (frozen) input
-    embeddings over the attended tokens. Routable layers: the modules LoRA wraps, by name.
+    embeddings over the attended tokens. Routable layers: the modules LoRA wraps, and the
+    trainable task-head layers (:func:`_head_layers`), by name.
     """
 
     def __init__(self, base: nn.Module, layers: Sequence[str], policy_hidden: int) -> None:
         super().__init__()
         self.base = base
-        blocks = {}
+        blocks: dict[str, RoutedBlock] = {}
+        heads = set(_head_layers(base))
         for name in layers:
+            if name in heads:  # a whole layer twice, put in its parent's place
+                parent, _, child = name.rpartition(".")
+                blocks[name] = RoutedBlock(base.get_submodule(name))
+                setattr(base.get_submodule(parent), child, blocks[name])
+                continue
             lora = base.get_submodule(name)
             adapter = next(iter(lora.lora_A))  # peft's adapter name ("default")
             lora.lora_A[adapter] = _AdapterIn(lora.lora_A[adapter])
             lora.lora_B[adapter] = blocks[name] = _AdapterOut(lora.lora_B[adapter])
         self.blocks = blocks
+        if heads & set(layers):  # the head's tensor names now hold .global_path / .local_path
+            base.head_names = [n for n, p in base.named_parameters() if p.requires_grad and n.startswith(tuple(f"{h}." for h in heads))]
         width = base._base().get_input_embeddings().embedding_dim
         self.policy = nn.Sequential(nn.Linear(width, policy_hidden), nn.ReLU(), nn.Linear(policy_hidden, 2 * len(blocks)))
 
@@ -305,6 +316,11 @@ def _lora_layers(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(getattr(module, "lora_A", None), nn.ModuleDict) and len(module.lora_A)]
 
 
+def _head_layers(model: HFModel) -> list[str]:
+    """Names of the trainable task-head layers (the leaf modules owning ``model.head_names``)."""
+    return [name for name in parameterized_layers(model) if any(h.startswith(f"{name}.") for h in model.head_names)]
+
+
 def route(model: nn.Module, info: DatasetInfo, layers: Sequence[str] | None, policy_hidden: int, seed: int) -> Routed:
     """``model`` with ``layers`` routed (None: every layer with parameters) and a new seeded policy.
 
@@ -322,7 +338,7 @@ def route(model: nn.Module, info: DatasetInfo, layers: Sequence[str] | None, pol
     if is_lstm:
         available = [f"lstm.{i}" for i in range(model.lstm.num_layers)] + ["out"]
     else:
-        available = _lora_layers(model) if is_lora else parameterized_layers(model)
+        available = _lora_layers(model) + _head_layers(model) if is_lora else parameterized_layers(model)
     chosen = list(available if layers is None else layers)
     unknown = [name for name in chosen if name not in available]
     if unknown or not chosen:
