@@ -26,11 +26,17 @@ Whole-process time minus the rounds is start-up and wrap-up (imports, data, repo
 
     python benchmarks/race.py [--repeat 2] [--only plain,inprocess] [--variants 10,100]
     python benchmarks/race.py interleaved    # rounds only, in one process (less noise)
+    python benchmarks/race.py phases         # CPU time of each phase of one fedtune run
 
 ``interleaved`` times rounds alone, in one process, the contestants taking turns on the
 same sampled clients and global weights (median over rounds 2-11; results/race_interleaved.json):
 the plain loop's client training, the in-process backend's clients, a whole fedtune round
 (clients, aggregation, the metrics record) and the vmap backend's clients.
+
+``phases`` runs fedtune's in-process run of the 10-a-round workload step by step in one
+process and records the CPU time of each phase (importing torch, the CLI's other imports,
+the data and model, the rounds, the report's matplotlib import and its figures), the
+median over ``--repeat`` fresh processes; results/race_phases.json.
 
 Each finished process is saved in ``results/race/`` and skipped when the script runs
 again; the summary (medians over repeats, ratios) goes to ``results/race.json``.
@@ -267,6 +273,57 @@ def interleaved(rounds: int = 11) -> None:
     (RESULTS / "race_interleaved.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
+# -- where a fedtune run's time goes, in one process ---------------------------------------------
+def phase_times() -> None:
+    """Prints the CPU seconds of each phase of one in-process run (a fresh process each time)."""
+    marks = [("start", resource.getrusage(resource.RUSAGE_SELF))]
+
+    def mark(name: str) -> None:
+        marks.append((name, resource.getrusage(resource.RUSAGE_SELF)))
+
+    import torch
+
+    torch.set_num_threads(1)
+    mark("import torch")
+    import fedtune.cli  # noqa: F401  (what `fedtune run` imports before it starts)
+    from fedtune.config import load_experiment
+    from fedtune.engine.loop import Run
+
+    mark("the CLI's other imports")
+    exp = load_experiment(raw=tomllib.loads(experiment_toml(10, SCRATCH / "phases")))
+    run = Run(exp)
+    run.start()
+    mark("data (load, partition) and model")
+    metrics = [run.round(rnd) for rnd in range(1, ROUNDS + 1)]  # the first torch.optim step imports TorchDynamo
+    run.close()
+    mark("30 rounds and the final evaluation")
+    import matplotlib.figure  # noqa: F401
+    from matplotlib.backends import backend_agg  # noqa: F401
+
+    mark("report: matplotlib import")
+    from fedtune.report import write_run_report
+
+    folder = SCRATCH / "phases"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_run_report(folder, exp, metrics)
+    mark("report: figures and report.md")
+    cpu = {name: u.ru_utime + u.ru_stime - (p.ru_utime + p.ru_stime) for (_, p), (name, u) in zip(marks, marks[1:], strict=False)}
+    print(json.dumps({k: round(v, 3) for k, v in cpu.items()}))
+
+
+def phases(repeat: int) -> None:
+    runs = []
+    for _ in range(repeat):
+        load = os.getloadavg()[0]
+        out = subprocess.run([sys.executable, str(Path(__file__)), "phase-once"], capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]) | {"load_before": round(load, 2)})
+        print(json.dumps(runs[-1]), flush=True)
+    medians = {k: round(median([r[k] for r in runs]), 3) for k in runs[0] if k != "load_before"}
+    result = {"benchmark": "race_phases", "unit": "CPU seconds (user + system), median of fresh processes", "medians": medians, "runs": runs}
+    (RESULTS / "race_phases.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(medians, indent=2))
+
+
 # -- the driver ------------------------------------------------------------------------------------------
 def prepare(prep: Path) -> None:
     """fedtune's partition and split as index lists (plain loop), tensors per client (Flower)."""
@@ -399,7 +456,7 @@ def table(summary: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="race", choices=["race", "plain", "flower", "interleaved"])
+    parser.add_argument("mode", nargs="?", default="race", choices=["race", "plain", "flower", "interleaved", "phases", "phase-once"])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--only", default=",".join(CONTESTANTS), help="contestants, comma-separated")
     parser.add_argument("--variants", default="10,100", help="clients a round, comma-separated")
@@ -415,6 +472,10 @@ def main() -> None:
     if args.mode == "interleaved":
         interleaved()
         return None
+    if args.mode == "phases":
+        return phases(args.repeat)
+    if args.mode == "phase-once":
+        return phase_times()
     prepare(args.prep)
     work = SCRATCH / "work"
     work.mkdir(parents=True, exist_ok=True)
