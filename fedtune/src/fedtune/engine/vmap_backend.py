@@ -249,9 +249,10 @@ class VmapBackend(Backend):
         enough steps (:func:`cheaper_than_copies`) by their number of steps (no padded step);
         the others as stacked copies, in groups of similar size (little padding)."""
         size, low_rank, copies = self.params.batch_size, {}, []
+        chain = self.chain if self.chain is not None and set(global_state) == self.chain.names() else None
         for i, c in enumerate(clients):
             steps = self._steps(c)
-            if self.chain is not None and cheaper_than_copies(self.chain, global_state, steps * size):
+            if chain is not None and cheaper_than_copies(chain, global_state, steps * size):
                 low_rank.setdefault(steps, []).append(i)
             else:
                 copies.append(i)
