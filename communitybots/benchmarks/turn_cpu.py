@@ -7,7 +7,12 @@ on the machine than wall time), best of ``--repeats``:
 - ``ctm_step``: the pure ``CTM.step`` (the NLU included);
 - ``state_copy``: ``State.from_json(state.to_json())``, as the database round trip does;
 - ``take_turn``: ``conversation.take_turn`` on a SQLite file (a fresh session each call,
-  so the participant is read from the database), ``--participants`` x ``--turns``.
+  so the participant is read from the database), ``--participants`` x ``--turns``;
+- ``app_message``: ``POST /api/messages`` through the whole ASGI app (middleware,
+  routing, CSRF check, body validation, the pool thread, the participant by cookie, the
+  turn, the JSON answer), called in-process without sockets, one message at a time,
+  ``--participants`` x ``--turns`` on a second SQLite file: what the server does per
+  message besides uvicorn's HTTP parsing and the socket.
 
 The answers are ``load.py``'s, the survey the imported package's. Run it against another checkout with
 ``PYTHONPATH=<checkout>/communitybots/src python benchmarks/turn_cpu.py``.
@@ -18,6 +23,7 @@ The answers are ``load.py``'s, the survey the imported package's. Run it against
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -44,6 +50,57 @@ def best_ms(fn, n: int, repeats: int) -> float:
         for i in range(n):
             fn(i)
         best = min(best, (time.process_time() - t0) / n)
+    return round(1000 * best, 3)
+
+
+def app_message_ms(texts: list[str], args: argparse.Namespace) -> float:
+    """Least CPU ms per ``POST /api/messages`` through the ASGI app (see the docstring)."""
+    from communitybots.web.app import create_app
+
+    url = f"sqlite:///{tempfile.mkdtemp(prefix='cb-app-')}/app.sqlite3"
+    app = create_app(Path(communitybots.__file__).parent / "surveys" / "covid_daily_life.yaml",
+                     Settings(database_url=url, relevance="tfidf", rate_limit_messages=10_000))
+    with app.state.sessions() as db:
+        tokens = [conversation.start(db, app.state.study, "multi", "random")[1]
+                  for _ in range(args.participants)]
+    runs = iter(range(10**9))
+
+    async def post(token: str, text: str) -> None:
+        body = json.dumps({"client_id": f"m{next(runs)}", "text": text}).encode()
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/api/messages",
+                 "raw_path": b"/api/messages", "query_string": b"", "root_path": "",
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+                 "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                             (b"content-length", str(len(body)).encode()),
+                             (b"x-csrf-token", b"benchmark"),
+                             (b"cookie", f"cb_csrf=benchmark; cb_session={token}".encode())]}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        if sent[0]["status"] != 200:
+            raise SystemExit(f"POST /api/messages answered {sent[0]['status']}: {sent[1:]}")
+
+    calls = [token for _ in range(args.turns) for token in tokens]
+
+    async def run() -> float:
+        best = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.process_time()
+            for i, token in enumerate(calls):
+                await post(token, texts[i % len(texts)])
+            best = min(best, (time.process_time() - t0) / len(calls))
+        return best
+
+    best = asyncio.run(run())
+    app.state.engine.dispose()
     return round(1000 * best, 3)
 
 
@@ -96,6 +153,7 @@ def main() -> None:
             conversation.take_turn(db, study, settings, pid, f"m{next(runs)}", texts[i % len(texts)])
 
     result["take_turn_ms"] = best_ms(turn, len(calls), args.repeats)
+    result["app_message_ms"] = app_message_ms(texts, args)
     result.update({"messages": args.messages, "participants": args.participants,
                    "turns": args.turns, "repeats": args.repeats,
                    "load_avg_1min": round(os.getloadavg()[0], 2)})

@@ -43,7 +43,7 @@ def test_sqlite_engine_pragmas_and_pool(tmp_path) -> None:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10000
             assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
-        assert engine.pool.size() == 10 and engine.pool._max_overflow == 30
+        assert engine.pool.size() == 40 and engine.pool._max_overflow == 0
         assert engine.hide_parameters is True  # no participant text in error messages or logs
     finally:
         engine.dispose()
@@ -52,10 +52,23 @@ def test_sqlite_engine_pragmas_and_pool(tmp_path) -> None:
     small.dispose()
 
 
+def test_the_pool_keeps_the_connections_a_busy_moment_opened(tmp_path) -> None:
+    """15 requests at once open 15 connections; all stay in the pool for the next ones
+    (a pool of 10 + 30 overflow closed the 5 beyond the tenth as they came back)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'busy.sqlite3'}")
+    try:
+        connections = [engine.connect() for _ in range(15)]
+        for connection in connections:
+            connection.close()
+        assert engine.pool.checkedin() == 15
+    finally:
+        engine.dispose()
+
+
 def test_postgres_engine_pings_before_use() -> None:
     engine = make_engine("postgresql+psycopg://u:p@127.0.0.1:1/none")  # never connects
     assert engine.pool._pre_ping is True and engine.hide_parameters is True
-    assert engine.pool.size() == 10 and engine.pool._max_overflow == 30
+    assert engine.pool.size() == 40 and engine.pool._max_overflow == 0
 
 
 def test_deleting_a_participant_deletes_their_messages_and_objects_outlive_commit(tmp_path) -> None:

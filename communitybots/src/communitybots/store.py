@@ -309,12 +309,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 10,
-                max_overflow: int = 30) -> Engine:
+def make_engine(url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 40,
+                max_overflow: int = 0) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode, foreign keys and a busy timeout.
 
     The pool holds up to ``pool_size + max_overflow`` (40) connections: as many as the
-    server's thread pool has threads, so no request thread waits for a connection.
+    server's thread pool has threads, so no request thread waits for a connection. All 40
+    are kept once opened: a connection beyond ``pool_size`` is closed when it comes back,
+    and under load (10 + 30 before) every request past the tenth opened a new one (on
+    PostgreSQL a server process started and authenticated per request).
     """
     # hide_parameters: a failing statement's error (and so the server log) never shows
     # the values it carried, i.e. what a participant wrote
