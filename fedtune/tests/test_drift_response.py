@@ -171,7 +171,7 @@ def test_state_dict_round_trip_includes_hold() -> None:
         p = a.step(p, {"w": torch.tensor(delta)})
     state = a.state_dict()
     assert set(state) == {"m", "v", "t", "d", "hold"}
-    assert state["hold"]["w"].tolist() == [2.0, 0.0]
+    assert state["hold"]["w"].tolist() == [9.0, 0.0]  # default H 10: detected at step 2, one held step done
     b = _reset()
     b.load_state_dict(state)
     last = {"w": torch.tensor([0.5, -0.1])}
