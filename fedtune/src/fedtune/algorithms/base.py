@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from fedtune.data.base import Batch, ClientData, Examples
 from fedtune.models.base import State, evaluate, get_trainable, loss_fn, set_trainable, state_bytes
+from fedtune.optim import SGD, LocalOptimizer
 from fedtune.registry import Registry
 from fedtune.seeding import torch_generator
 from fedtune.server.base import ServerOptimizer
@@ -91,9 +92,9 @@ class ClientResult:
     jvps: list[list[float]] | None = None
 
 
-def make_optimizer(params: list[Tensor], cfg: LocalParams) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def make_optimizer(params: list[Tensor], cfg: LocalParams) -> LocalOptimizer:
+    if cfg.optimizer == "sgd":  # fedtune's own: the same bits as torch.optim.SGD, no TorchDynamo import (fedtune.optim)
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -105,7 +106,7 @@ LossFn = Callable[[nn.Module, Batch], Tensor]
 def train_epoch(
     model: nn.Module,
     examples: Examples,
-    optimizer: torch.optim.Optimizer,
+    optimizer: LocalOptimizer,
     cfg: LocalParams,
     generator: torch.Generator,
     loss: LossFn = loss_fn,

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from fedtune.config import EvalConfig
 from fedtune.data.base import ClientData, Examples
 from fedtune.models.base import State, evaluate, loss_fn, set_trainable
+from fedtune.optim import SGD
 from fedtune.seeding import numpy_rng, torch_generator
 
 
@@ -41,7 +41,7 @@ def personalized_clients(seed: int, num_clients: int, cfg: EvalConfig) -> list[i
 def finetuned(model: nn.Module, data: ClientData, cfg: EvalConfig, batch_size: int, seed: int, round: int, cid: int) -> nn.Module:
     """FedAvg + finetuning: ``cfg.finetune_epochs`` of plain SGD on the client's training split."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.finetune_lr)
+    optimizer = SGD(params, lr=cfg.finetune_lr)
     model.train()
     for epoch in range(cfg.finetune_epochs):
         for batch in data.train.batches(batch_size, torch_generator(seed, "finetune", round, cid, epoch)):
