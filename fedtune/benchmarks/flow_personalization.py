@@ -321,7 +321,8 @@ def main() -> None:
     parser.add_argument("--reduced", action="store_true", help="the reduced scale (MNIST 40 rounds, Shakespeare 40, mr 10), 3 seeds")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="run these seeds (default 0 1 2)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS),
+                        help="run only these seeds (e.g. in a second process); then no summary is written")
     parser.add_argument("--time", action="store_true", help="first time one round of each method and print the plan's estimated cost")
     parser.add_argument("--summary-only", action="store_true", help="summarize the finished runs only; run nothing")
     parser.add_argument("--tune", action="store_true", help=f"only tune Flow (TUNE) on seed {TUNE_SEED}, never a reported seed")
@@ -348,6 +349,8 @@ def main() -> None:
             if seconds is not None:
                 took[f"{task}/{exp.name}"] = seconds
                 print(f"{task}/{exp.name}: {seconds:.0f} s, {final(metrics)}", flush=True)
+    if sorted(args.seeds) != list(SEEDS):  # a summary of some seeds would overwrite that of all
+        return
     for task in args.tasks:
         results = summarize_task(task, mode, folder, tuple(args.seeds), took)
         if results is not None:
