@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -269,18 +269,8 @@ class VmapBackend(Backend):
         anchor = {n: t.detach() for n, t in global_state.items()}
         longest = max(math.ceil(len(c.data.train) / cfg.batch_size) for c in clients)
         group = LowRankClients(self.chain, anchor, cfg, count, longest * cfg.local_epochs, device)
-        data = _padded([c.data for c in clients], device)
-        rows = torch.arange(count, device=device).unsqueeze(1)
-        for epoch in range(cfg.local_epochs):
-            started, index, valid = self._epoch_batches(clients, epoch)
-            if not started:  # every client is past max_steps
-                break
-            losses = torch.zeros(index.shape[0], count, device=device)
-            for s in range(index.shape[0]):
-                mask = valid[s].to(device)
-                batch = {k: v[rows, index[s].to(device)] for k, v in data.items()}
-                losses[s] = group.step(batch, mask, _masked_loss)
-            self._record_epoch([clients[i] for i in started], losses[:, started].double().cpu())
+        for batch, mask, losses in self._local_steps(clients):
+            losses.copy_(group.step(batch, mask, _masked_loss))
         weights = group.weights()
         return [self._outcome(i, c, weights) for i, c in enumerate(clients)]
 
@@ -292,22 +282,12 @@ class VmapBackend(Backend):
         slots = {"sgd": ("momentum",) if cfg.momentum else ()}.get(cfg.optimizer, ("exp_avg", "exp_avg_sq"))
         state = {slot: {n: torch.zeros_like(w) for n, w in weights.items()} for slot in slots}
         taken = torch.zeros(count, dtype=torch.float64, device=device)  # steps so far (Adam's bias correction)
-        data = _padded([c.data for c in clients], device)
-        rows = torch.arange(count, device=device).unsqueeze(1)
         self.worker.model.train()
-        for epoch in range(cfg.local_epochs):
-            started, index, valid = self._epoch_batches(clients, epoch)
-            if not started:  # every client is past max_steps
-                break
-            losses = torch.zeros(index.shape[0], count, device=device)
-            for s in range(index.shape[0]):
-                mask = valid[s].to(device)
-                batch = {k: v[rows, index[s].to(device)] for k, v in data.items()}
-                grads = self._gradients(weights, batch, mask, anchor, losses[s])
-                active = mask.any(1)
-                taken += active
-                self._update(weights, grads, state, active, taken)
-            self._record_epoch([clients[i] for i in started], losses[:, started].double().cpu())
+        for batch, mask, losses in self._local_steps(clients):
+            grads = self._gradients(weights, batch, mask, anchor, losses)
+            active = mask.any(1)
+            taken += active
+            self._update(weights, grads, state, active, taken)
         return [self._outcome(i, c, weights) for i, c in enumerate(clients)]
 
     def _gradients(self, weights: State, batch: dict[str, Tensor], valid: Tensor, anchor: State, losses: Tensor) -> State:
@@ -323,6 +303,22 @@ class VmapBackend(Backend):
         grads = torch.autograd.grad(per_client.sum(), list(leaves.values()))
         losses.copy_(per_client.detach())
         return dict(zip(leaves, grads, strict=True))
+
+    def _local_steps(self, clients: list[_Client]) -> Iterator[tuple[dict[str, Tensor], Tensor, Tensor]]:
+        """The group's local steps, epoch by epoch: every client's (padded) batch, which of
+        its examples are real, and the row (one loss per client) the step writes its losses
+        into; after each epoch, the losses are recorded (:meth:`_record_epoch`)."""
+        device, count = self.worker.device, len(clients)
+        data = _padded([c.data for c in clients], device)
+        rows = torch.arange(count, device=device).unsqueeze(1)
+        for epoch in range(self.params.local_epochs):
+            started, index, valid = self._epoch_batches(clients, epoch)
+            if not started:  # every client is past max_steps
+                break
+            losses = torch.zeros(index.shape[0], count, device=device)
+            for s in range(index.shape[0]):
+                yield {k: v[rows, index[s].to(device)] for k, v in data.items()}, valid[s].to(device), losses[s]
+            self._record_epoch([clients[i] for i in started], losses[:, started].double().cpu())
 
     def _epoch_batches(self, clients: list[_Client], epoch: int) -> tuple[list[int], Tensor, Tensor]:
         """The clients that start this epoch (those not past ``max_steps``, as in
