@@ -33,11 +33,13 @@ layer. Reported: the last evaluation (after the last round), mean ± std over th
     nice -n 10 python benchmarks/flow_personalization.py --reduced          # every task, 3 seeds
     nice -n 10 python benchmarks/flow_personalization.py --reduced --tasks shakespeare mr --time
 
-``--time`` runs one round of each method per task (in a scratch folder) and prints the
-estimated cost of the plan before running it. Runs go seed by seed (seed 0 of every task
+``--time`` runs each method for 1 and for 2 rounds per task (in a scratch folder) and
+prints the cost of a round, of set-up and evaluation, and the plan's estimate before
+running it. Runs go seed by seed (seed 0 of every task
 and method first). Every run folder is kept under results/flow_personalization/runs/<mode>/
 (git-ignored) and a finished run is read back, an unfinished one resumed from its
-checkpoint. Writes results/flow_personalization[_<task>]_<mode>.json and the plots beside it.
+checkpoint. Writes results/flow_personalization[_<task>][_reduced].json (no task part for
+MNIST) and the plots beside it; ``--tune`` writes results/flow_personalization_tune_<mode>.json.
 """
 
 from __future__ import annotations
