@@ -44,6 +44,7 @@ from fedtune.algorithms.spry import (
 from fedtune.grad import LossClosure, mezo_directional, mezo_replay_step_, seeded_sgd_step_
 from fedtune.grad.estimators import MEZO_EPS, EstimateFn
 from fedtune.models.base import State
+from fedtune.optim import LocalOptimizer
 
 
 class FedMeZOParams(ForwardGradParams):
@@ -66,7 +67,7 @@ class MeZOClient(EstimatedGradientClient):
     params: FedMeZOParams
 
     def train_step(
-        self, estimate: EstimateFn, loss: LossClosure, theta: State, optimizer: torch.optim.Optimizer, task: ClientTask, step: int
+        self, estimate: EstimateFn, loss: LossClosure, theta: State, optimizer: LocalOptimizer, task: ClientTask, step: int
     ) -> tuple[float, list[float]]:
         cfg = self.params
         keys = tangent_keys(task, step)

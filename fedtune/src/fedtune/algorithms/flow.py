@@ -51,6 +51,7 @@ from fedtune.algorithms.base import (
 from fedtune.data.base import ClientData, DatasetInfo
 from fedtune.models.base import State, get_trainable, loss_fn, set_trainable, state_bytes
 from fedtune.models.routed import Routed, route, route_fractions
+from fedtune.optim import LocalOptimizer
 from fedtune.seeding import torch_generator
 
 
@@ -91,7 +92,7 @@ class FlowClient(Client):
         p = self.params
         return route(model, info, p.routed_layers, p.policy_hidden, seed)
 
-    def _optimizer(self, model: Routed, names: list[str], lr: float | None) -> torch.optim.Optimizer:
+    def _optimizer(self, model: Routed, names: list[str], lr: float | None) -> LocalOptimizer:
         params = dict(model.named_parameters())
         return make_optimizer([params[n] for n in names], self.params.model_copy(update={"lr": lr or self.params.lr}))
 
@@ -112,7 +113,7 @@ class FlowClient(Client):
         steps, sums = 0, {"loss_local": 0.0, "loss_policy": 0.0, "loss": 0.0, "route_local": 0.0}
         counts = {"a": 0, "b": 0}  # Phase A's steps, Phase B's batches
 
-        def step(optimizer: torch.optim.Optimizer, routing: str, batch, penalty: float = 0.0) -> tuple[float, float]:
+        def step(optimizer: LocalOptimizer, routing: str, batch, penalty: float = 0.0) -> tuple[float, float]:
             model.routing = routing
             model.zero_grad(set_to_none=True)
             task_loss = loss_fn(model, batch)
