@@ -380,6 +380,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="override the scale's rounds")
     parser.add_argument("--only", nargs="+", default=None, help="restrict the plan to these task@alpha, e.g. mr@1.0")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="restrict the plan to these seeds (e.g. a second process for seeds 1 2)")
     parser.add_argument("--tune", action="store_true", help="tune each method's client lr on --tune-seed first")
     parser.add_argument("--tune-seed", type=int, default=100)
     parser.add_argument("--force", action="store_true", help="rerun saved runs")
@@ -401,7 +403,8 @@ def main() -> None:
         lrs, trials = saved_summary["client_lr"], saved_summary["tuning"]
     if not args.report:
         n_tune = len(args.methods) * 3 if args.tune else 0
-        n_runs = sum(1 for m, t, a, _ in plan() if m in args.methods and (not args.only or f"{t}@{a}" in args.only))
+        n_runs = sum(1 for m, t, a, s in plan() if m in args.methods and (not args.only or f"{t}@{a}" in args.only)
+                     and (args.seeds is None or s in args.seeds))
         cost = estimate_s(sc, n_runs, n_tune, test_examples=round(4000 * sc.test_fraction))
         print(f"plan: {n_tune} tuning runs, {n_runs} runs; estimated {cost / 3600:.1f} h of one core (mr-sized test split)", flush=True)
     if args.tune and not args.report:
@@ -411,9 +414,11 @@ def main() -> None:
     probes: dict[tuple[str, float, int], dict] = {}
     first = plan()[:len(METHODS)]  # mr, α 1.0, seed 0: every method; it picks the best Spry variant
     for phase in (0, 1):
-        runs = first if phase == 0 else plan(best_spry(records))[len(METHODS):]
+        runs = first if phase == 0 else plan(best_spry(folder))[len(METHODS):]
         for method, task, alpha, seed in runs:
             if method not in args.methods or (args.only and f"{task}@{alpha}" not in args.only):
+                continue
+            if args.seeds is not None and seed not in args.seeds:
                 continue
             path = folder / f"{method}-{task}-a{alpha}-s{seed}.json"
             if args.report:
@@ -422,16 +427,18 @@ def main() -> None:
                     probes[(task, alpha, seed)], records[(method, task, alpha, seed)] = saved
                 continue
             head, probes[(task, alpha, seed)] = warm_head(task, alpha, seed, sc, args.scale, args.force)
-            raw = method_experiment(method, task, alpha, seed, sc, lrs[method], head, str(WORK / args.scale / "run"))
+            name = f"{method}-{task}-a{alpha}-s{seed}"
+            raw = method_experiment(method, task, alpha, seed, sc, lrs[method], head, str(WORK / args.scale / "runs" / name))
             records[(method, task, alpha, seed)] = cached(path, raw, args.force)
             write_summary(args.scale, sc, records, probes, lrs, trials, args.readme)
     if args.report and records:
         write_summary(args.scale, sc, records, probes, lrs, trials, args.readme)
 
 
-def best_spry(records: dict) -> str:
-    """The Spry variant with the higher final accuracy on mr, α 1.0, seed 0 (``spry_exact`` without both)."""
-    finals = {m: records[(m, "mr", 1.0, 0)]["final_test_accuracy"] for m in SPRY if (m, "mr", 1.0, 0) in records}
+def best_spry(folder: Path) -> str:
+    """The Spry variant with the higher saved final accuracy on mr, α 1.0, seed 0 (``spry_exact`` without both)."""
+    paths = {m: folder / f"{m}-mr-a1.0-s0.json" for m in SPRY}
+    finals = {m: json.loads(p.read_text())["final_test_accuracy"] for m, p in paths.items() if p.exists()}
     return max(finals, key=finals.get) if len(finals) == len(SPRY) else "spry_exact"
 
 
