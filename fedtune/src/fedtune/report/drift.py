@@ -27,12 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from fedtune.report.plots import line_style, log_axis  # noqa: E402
+from fedtune.report.plots import line_style, log_axis, new_figure
 
 
 def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -127,7 +122,8 @@ def plot_drift(
     """Accuracy against rounds (drift rounds dashed) above the effective server lr."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    fig = new_figure(figsize=(7, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     drawn_lr = False
     for i, (name, metrics) in enumerate(runs.items()):
         x, y = _series(metrics, key)
@@ -150,7 +146,6 @@ def plot_drift(
         top.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
