@@ -187,6 +187,35 @@ def test_max_steps_caps_each_phase_so_phase_b_always_runs():
     assert all(torch.isfinite(torch.tensor(result.metrics[k])) for k in ("loss", "loss_local", "loss_policy"))
 
 
+def test_policy_step_is_one_step_on_the_soft_routed_loss_plus_lambda_times_mean_local_probability(monkeypatch):
+    # one Phase B batch, plain SGD: the policy must move by -policy_lr * the gradient of
+    # CE(p_g·g(h) + p_l·l(h)) + λ·mean p_l, computed here from a hand-written forward
+    lam, policy_lr = 0.7, 0.3
+    _, client, model = _flow(local_fraction=0.5, routed_layers=["net.2"], routing_lambda=lam, policy_lr=policy_lr,
+                             momentum=0.0, batch_size=8, max_steps=1)
+    start = get_trainable(model)
+    data = _data(16)
+    split = flow_module.split_instances
+    local_idx, global_idx = split(16, 0.5, 0, 0)
+    monkeypatch.setattr(flow_module, "split_instances", lambda *a: (local_idx, torch.arange(0)))
+    after_a, _ = client.fit(model, start, data, ClientTask(0, 1, seed=0), None)  # Phase A alone
+    monkeypatch.setattr(flow_module, "split_instances", split)
+    result, _ = client.fit(model, start, data, ClientTask(0, 1, seed=0), None)  # Phase A, then one Phase B batch
+    w = {n: t.clone().requires_grad_(n.startswith("policy.")) for n, t in after_a.tensors.items()}
+    x, y = data.train.subset(global_idx).tensors["x"], data.train.subset(global_idx).tensors["labels"]
+    probs = torch.softmax(nn.functional.linear(torch.relu(nn.functional.linear(x, w["policy.0.weight"], w["policy.0.bias"])),
+                                               w["policy.2.weight"], w["policy.2.bias"]), dim=-1)
+    h = torch.relu(nn.functional.linear(x, w["base.net.0.weight"], w["base.net.0.bias"]))
+    out = (probs[:, :1] * nn.functional.linear(h, w["base.net.2.global_path.weight"], w["base.net.2.global_path.bias"])
+           + probs[:, 1:] * nn.functional.linear(h, w["base.net.2.local_path.weight"], w["base.net.2.local_path.bias"]))
+    loss = nn.functional.cross_entropy(out, y) + lam * probs[:, 1].mean()
+    names = [n for n in w if n.startswith("policy.")]
+    grads = torch.autograd.grad(loss, [w[n] for n in names])
+    for name, grad in zip(names, grads, strict=True):
+        torch.testing.assert_close(result.tensors[name], after_a.tensors[name] - policy_lr * grad, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(result.tensors["policy.2.weight"], start["policy.2.weight"])
+
+
 def test_routing_regularizer_pushes_instances_to_the_global_path():
     data = _data(16)
     routed = {}
