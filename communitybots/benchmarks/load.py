@@ -96,13 +96,15 @@ class ChatStart:
         self.left = participants
         self.server_pid = server_pid
         self.cpu = 0.0
+        self.system_cpu = 0.0
         self.at = 0.0
         self.event = asyncio.Event()
 
     async def arrive(self) -> None:
         self.left -= 1
         if self.left == 0:
-            self.cpu = cpu_seconds(self.server_pid)
+            user, self.system_cpu = cpu_times(self.server_pid)
+            self.cpu = user + self.system_cpu
             self.at = time.perf_counter()
             self.event.set()
         await self.event.wait()
@@ -222,10 +224,10 @@ async def converse(client: Browser, token: str, rng: random.Random, messages: in
     return accepted
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (Linux /proc)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its children (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -234,8 +236,14 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent pid
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+    return user, system
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children."""
+    return sum(cpu_times(pid))
 
 
 def wait_until_idle(pid: int, timeout: float = 180.0, quiet_s: float = 0.05) -> float:
@@ -417,7 +425,8 @@ def main() -> None:
         latencies, errors, retried, accepted, wall, setup, chat = asyncio.run(
             run_clients(base, args, server.pid))
         generator_cpu = time.process_time() - generator_before
-        cpu_end = cpu_seconds(server.pid)
+        user_end, system_end = cpu_times(server.pid)
+        cpu_end = user_end + system_end
         chat_wall = time.perf_counter() - chat.at
         server_cpu = cpu_end - cpu_before
         if profiler is not None:
@@ -457,6 +466,9 @@ def main() -> None:
         "setup_requests": setup,
         "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(ms) + setup), 2),
         "server_cpu_ms_per_message": round(1000 * (cpu_end - chat.cpu) / max(1, len(ms)), 2),
+        # of which in the kernel (sockets, SQLite's file locks and writes, thread wake-ups)
+        "server_system_cpu_ms_per_message": round(
+            1000 * (system_end - chat.system_cpu) / max(1, len(ms)), 2),
         "server_cpu_ms_per_setup_request": round(
             1000 * (chat.cpu - cpu_before) / max(1, setup), 2),
         # the load generator's own CPU (this process, on the same cores as the server)

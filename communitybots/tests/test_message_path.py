@@ -1,6 +1,7 @@
 """The message path's cheaper parts (issue 19): a turn is written with one INSERT per
 table and the rows are what the engine said; the request holds no pooled connection
-between its dependencies and its endpoint; ``serve`` starts one worker per usable core."""
+between its dependencies and its endpoint; a turn runs on the event loop only where it
+cannot wait on the network; ``serve`` starts one worker per usable core."""
 
 from __future__ import annotations
 
@@ -113,6 +114,46 @@ def test_no_request_holds_a_connection_while_it_waits_for_a_thread(make_client) 
     assert lookup_thread == turn_thread  # one thread hop per message
     assert [(name, held) for name, _thread, held in calls] == [
         ("find_participant", 0), ("transcript", 0)]
+
+
+def test_a_turn_runs_on_the_event_loop_only_where_it_cannot_wait_on_the_network(
+        make_client, database_url: str, tmp_path: Path) -> None:
+    """On a SQLite file with no LLM a message's turn runs on the event loop (a pool
+    thread cost each message about 0.8 ms of CPU); on PostgreSQL (a network round trip
+    per statement), or once any survey version in the database phrases probes with an
+    LLM, in a pool thread."""
+    import asyncio
+
+    from communitybots.web import conversation
+
+    def on_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    seen: list[bool] = []
+    original = conversation.take_turn
+
+    def spy(*args, **kwargs):
+        seen.append(on_loop())
+        return original(*args, **kwargs)
+
+    client = make_client()
+    consent(client)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conversation, "take_turn", spy)
+        send(client, "We walked in the park near our flat every day.")
+    sqlite = database_url.startswith("sqlite")
+    assert seen == [sqlite] and client.app.state.turns_on_loop is sqlite
+
+    llm = tmp_path / "llm.yaml"
+    llm.write_text(SURVEY.read_text().replace(
+        "policy:\n", "nlu:\n  llm_url: http://127.0.0.1:9/v1\npolicy:\n", 1))
+    assert make_client(survey=llm).app.state.turns_on_loop is False
+    # the plain survey again: its old participants may still be on the LLM version
+    assert make_client().app.state.turns_on_loop is False
 
 
 def test_serve_defaults_to_one_worker_per_usable_core(monkeypatch, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from .inputs import InputError
 from .routers import admin, export, participant, study, wizard
 from .security import CSRF_COOKIE, expected_csrf, new_token
 from .settings import Settings
-from .study import Study, register_survey
+from .study import Study, any_survey_calls_llm, register_survey
 from .templating import templates
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -184,12 +184,17 @@ def create_app(survey: Survey | str | Path, settings: Settings | None = None) ->
         # (``serve`` runs both in the parent before its workers start)
         if settings.migrate and survey.retention_days is not None:
             records.purge(db, survey.retention_days)
+        # a turn on a local SQLite file that no LLM phrases waits on nothing slow: it runs
+        # on the event loop (``participant.send_message``); versions registered later by
+        # another server are served by that server
+        turns_on_loop = engine.dialect.name == "sqlite" and not any_survey_calls_llm(db)
 
     app = FastAPI(title=f"CommunityBots: {survey.title}", docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
+    app.state.turns_on_loop = turns_on_loop
     app.state.study = Study(survey, survey_pk, relevance=settings.relevance)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(participant.router)

@@ -52,6 +52,13 @@ def register_survey(db: Session, survey: Survey) -> int:
     return row.id
 
 
+def any_survey_calls_llm(db: Session) -> bool:
+    """Whether a survey version stored in the database phrases probes through an LLM
+    endpoint (``nlu.llm_url``): its participants' turns may wait seconds on the network."""
+    return any((spec.get("nlu") or {}).get("llm_url")
+               for spec in db.scalars(select(SurveyRow.spec_json)))
+
+
 def variant(survey: Survey, condition: str) -> Survey:
     """The survey as one condition sees it: the team ("multi", and "wizard", where a
     researcher speaks for it) or one persona ("single")."""

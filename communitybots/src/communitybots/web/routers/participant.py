@@ -157,13 +157,23 @@ def session_state(participant: CurrentParticipant,
 @router.post("/api/messages", dependencies=[Depends(check_csrf_header)])
 async def send_message(body: MessageIn, request: Request) -> Response:
     """One participant message: its whole database work (the session's participant, the
-    turn, the session's end) runs in one pool thread, and the answer is encoded here:
-    a dependency or a return value that FastAPI validates and encodes would each cost
-    every message more than the turn's statements."""
+    turn, the session's end) is one call, and the answer is encoded here: a dependency or
+    a return value that FastAPI validates and encodes would each cost every message more
+    than the turn's statements.
+
+    The call runs on the event loop when the app says a turn waits on nothing slow (a
+    local SQLite file, no LLM: ``app.state.turns_on_loop``), else in a pool thread. The
+    hop to a thread cost each message about 0.8 ms of server CPU over HTTP (5.5 against
+    4.7 ms, 100 participants x 10 messages, 2 workers): the thread wakes on another core,
+    where the turn's data are not in the cache. On the loop, a turn that meets the other
+    worker's SQLite write lock holds this worker's other requests while it waits."""
     state = request.app.state
-    result = await run_in_threadpool(_send_message, state.sessions, state.study,
-                                     state.settings, request.cookies.get(PARTICIPANT_COOKIE),
-                                     body)
+    args = (state.sessions, state.study, state.settings,
+            request.cookies.get(PARTICIPANT_COOKIE), body)
+    if state.turns_on_loop:
+        result = _send_message(*args)
+    else:
+        result = await run_in_threadpool(_send_message, *args)
     return JSONResponse({"replies": result.replies, "cues": result.cues,
                          "replayed": result.replayed})
 
