@@ -35,8 +35,9 @@ Scales (``--scale``):
   batch 4, 60 % of each client's sentences as the test split (2,400 pooled: a standard error
   of 0.97 points at 65 % accuracy), no validation split, evaluation every 20 rounds, a
   300-round probe (its rounds run on cached features: seconds; with 80 training sentences a
-  client, 60 rounds left the head at 0.523 on seed 0); ``--tune`` runs 10 rounds per grid
-  point, evaluated at round 10.
+  client, 60 rounds left the head at 0.523 on seed 0); ``--tune`` runs 30 rounds per grid
+  point, evaluated at round 30 (10 rounds could not rank the
+  forward-gradient methods: none had moved off the warm head).
 - ``paper``: the authors' scale: 64 tokens, 100 clients, one full local epoch of batch 8,
   1,500 rounds, evaluation every 50 (hours on a CPU; for a GPU machine).
 
@@ -84,7 +85,9 @@ METHODS: dict[str, tuple[dict, dict]] = {
 }
 SPRY = ("spry_paper", "spry_exact")
 DEFAULT_LR = {"spry_paper": 1e-4, "spry_exact": 1e-4, "fedfgd": 1e-4, "fedavg_bp": 1e-3, "fedyogi_bp": 1e-3}
-TUNE_GRID = {"spry_paper": [3e-5, 1e-4, 3e-4], "spry_exact": [3e-5, 1e-4, 3e-4], "fedfgd": [3e-5, 1e-4, 3e-4],
+# forward-gradient methods: nothing moves below 1e-4 (cpu60, spry_paper at 3e-5 and 1e-4 ended level
+# with the warm head), so their grid goes up from the authors' 1e-4
+TUNE_GRID = {"spry_paper": [1e-4, 3e-4, 1e-3], "spry_exact": [1e-4, 3e-4, 1e-3], "fedfgd": [1e-4, 3e-4, 1e-3],
              "fedavg_bp": [3e-4, 1e-3, 3e-3], "fedyogi_bp": [3e-4, 1e-3, 3e-3]}
 # the warm-head phase (fedtune.models.probe): FedAvg on the head alone over the frozen model's
 # features, one local epoch of AdamW a round, every client every round. MiniLM's pooled features are
@@ -117,7 +120,7 @@ SCALES = {
     # sentences: a standard error of 0.97 points at 65 % accuracy), evaluated every 20 rounds; the
     # probe's rounds are cheap (cached features) and 40 % of mr leaves it slow: 300 of them
     "cpu60": Scale(max_length=32, num_clients=20, rounds=60, probe_rounds=300, max_steps=2, batch_size=4, eval_every=20,
-                   test_fraction=0.6, val_fraction=0.0, tune_rounds=10),
+                   test_fraction=0.6, val_fraction=0.0, tune_rounds=30),
     "paper": Scale(max_length=64, num_clients=100, rounds=1500, probe_rounds=100, max_steps=None, batch_size=8, eval_every=50),
 }
 
@@ -262,19 +265,28 @@ def warm_head(task: str, alpha: float, seed: int, sc: Scale, scale: str, force: 
     return str(head), record
 
 
-def tune(methods: list[str], sc: Scale, scale: str, seed: int, force: bool) -> tuple[dict[str, float], dict]:
-    """Each method's client lr: the grid point with the best final accuracy on ``seed`` (mr, α 1.0)."""
-    head, _ = warm_head("mr", 1.0, seed, sc, scale, force)
+def tune(methods: list[str], sc: Scale, scale: str, seed: int, force: bool, run: bool = True) -> tuple[dict[str, float], dict]:
+    """Each method's client lr: the grid point with the best final accuracy on ``seed`` (mr, α 1.0),
+    ties to the smaller lr. ``run=False`` only reads the tuning runs saved before (methods with a
+    missing grid point are left out)."""
+    head = str(WORK / scale / f"warm_head-mr-a1.0-s{seed}.pt")
+    if run:
+        head, _ = warm_head("mr", 1.0, seed, sc, scale, force)
     rounds = sc.tune_rounds or sc.rounds
     sc = Scale(**{**asdict(sc), "rounds": rounds, "eval_every": rounds if sc.tune_rounds else sc.eval_every})
     chosen, trials = {}, {}
     for method in methods:
         finals = {}
         for lr in TUNE_GRID[method]:
-            raw = method_experiment(method, "mr", 1.0, seed, sc, lr, head, str(WORK / scale / "tune"))
-            finals[lr] = cached(RESULTS / "spry_convergence" / scale / f"tune-{method}-lr{lr:g}-s{seed}.json", raw, force)["final_test_accuracy"]
-        chosen[method] = max(finals, key=lambda lr: (finals[lr], -lr))
-        trials[method] = {f"{lr:g}": acc for lr, acc in finals.items()}
+            path = RESULTS / "spry_convergence" / scale / f"tune-{method}-lr{lr:g}-s{seed}.json"
+            if run:
+                raw = method_experiment(method, "mr", 1.0, seed, sc, lr, head, str(WORK / scale / "tune"))
+                finals[lr] = cached(path, raw, force)["final_test_accuracy"]
+            elif path.exists():
+                finals[lr] = json.loads(path.read_text())["final_test_accuracy"]
+        if len(finals) == len(TUNE_GRID[method]):
+            chosen[method] = max(finals, key=lambda lr: (finals[lr], -lr))
+            trials[method] = {f"{lr:g}": acc for lr, acc in finals.items()}
     return chosen, trials
 
 
@@ -291,7 +303,8 @@ def summarize(records: dict[tuple[str, str, float, int], dict], probes: dict[tup
             rounds = [p["round"] for p in runs[0]["curve"]]
             mean_curve = [statistics.mean(r["curve"][i]["test_accuracy"] for r in runs) for i in range(len(rounds))]
             losses = [statistics.mean(p["test_loss"] for p in r["curve"][-2:]) for r in runs]
-            rows[method] = {"seeds": len(runs), "final_mean": round(statistics.mean(finals), 4),
+            used = sorted({r["experiment"]["algorithm"]["lr"] for r in runs})
+            rows[method] = {"seeds": len(runs), "client_lr": used, "final_mean": round(statistics.mean(finals), 4),
                             "final_test_loss": round(statistics.mean(losses), 4),
                             "final_sd": round(statistics.stdev(finals), 4) if len(finals) > 1 else None,
                             "rounds": rounds, "mean_curve": [round(x, 4) for x in mean_curve]}
@@ -319,7 +332,7 @@ def summarize(records: dict[tuple[str, str, float, int], dict], probes: dict[tup
 def table(summary: dict, meta: dict) -> str:
     lines = [f"Measured {meta['date']} on {meta['machine']} (scale `{meta['scale']}`: {meta['setting']}); "
              f"final = mean test accuracy (and test loss) of the last 2 evaluations; mean ± sd over seeds where there are "
-             f"several, (n) seeds.", "",
+             f"several, (n) seeds; lr: the client learning rate the runs used.", "",
              "| task @ α | warm head | " + " | ".join(METHODS) + " | best Spry − FedYogi-bp |",
              "|---" * (len(METHODS) + 3) + "|"]
     for key, entry in summary.items():
@@ -330,7 +343,8 @@ def table(summary: dict, meta: dict) -> str:
                 cells.append("–")
             else:
                 sd = f" ± {row['final_sd']:.3f}" if row["final_sd"] is not None else ""
-                cells.append(f"{row['final_mean']:.3f}{sd} ({row['seeds']}), loss {row['final_test_loss']:.3f}")
+                lr = "/".join(f"{x:g}" for x in row["client_lr"])
+                cells.append(f"{row['final_mean']:.3f}{sd} ({row['seeds']}), loss {row['final_test_loss']:.3f}, lr {lr}")
         target = entry.get("target_within_3_points_of_fedyogi_bp")
         gap = f"{target['gap_points']:+.1f} pts ({'met' if target['met'] else 'missed'})" if target else "–"
         head = f"{entry['warm_head_accuracy']:.3f}" if entry["warm_head_accuracy"] is not None else "–"
@@ -397,10 +411,9 @@ def main() -> None:
         sc = Scale(**{**asdict(sc), "rounds": args.rounds})
     folder = RESULTS / "spry_convergence" / args.scale
     lrs, trials = dict(DEFAULT_LR), {}
-    summary_path = RESULTS / f"spry_convergence_{args.scale}.json"
-    if args.report and summary_path.exists():  # the lrs the saved runs used
-        saved_summary = json.loads(summary_path.read_text())
-        lrs, trials = saved_summary["client_lr"], saved_summary["tuning"]
+    if args.report and args.tune:  # the grid's choices, from the saved tuning runs
+        tuned, trials = tune(args.methods, sc, args.scale, args.tune_seed, force=False, run=False)
+        lrs.update(tuned)
     if not args.report:
         n_tune = len(args.methods) * 3 if args.tune else 0
         n_runs = sum(1 for m, t, a, s in plan() if m in args.methods and (not args.only or f"{t}@{a}" in args.only)
