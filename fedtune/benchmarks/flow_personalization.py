@@ -166,6 +166,8 @@ TUNE: dict[str, dict[str, list[dict]]] = {
 TUNED: dict[str, dict[str, dict]] = {
     "shakespeare": {"fedavg_ft": {"lr": 1e-2}, "ditto": {"lr": 1e-2}, "fedrep": {"lr": 1e-2}, "lg_fedavg": {"lr": 3e-3},
                     "local": {"lr": 3e-3}, "apfl": {"lr": 0.8}, "flow": {"lr": 1e-2, "local_lr": 3e-2, "policy_lr": 3e-2}},
+    "mr": {"fedavg_ft": {"lr": 1e-3}, "ditto": {"lr": 3e-3}, "fedrep": {"lr": 1e-3}, "lg_fedavg": {"lr": 1e-3},
+           "local": {"lr": 3e-3}, "apfl": {"lr": 0.1}, "flow": {"lr": 3e-3, "local_lr": 3e-3, "policy_lr": 3e-3}},
 }
 
 
@@ -190,12 +192,13 @@ def warm_head(task: str, setting: str, seed: int) -> tuple[str, dict]:
 
     t = TASKS[task]
     data = t.data | t.settings[setting]
-    stem = RESULTS / "flow_personalization" / "runs" / "warm" / f"{task}-{setting}-s{seed}"
-    head, record = stem.with_suffix(".pt"), stem.with_suffix(".json")
-    spec = {"data": data, "model": t.model, "probe": t.warm_head}
+    folder = RESULTS / "flow_personalization" / "runs" / "warm"
+    head, record = folder / f"{task}-{setting}-s{seed}.pt", folder / f"{task}-{setting}-s{seed}.json"
+    spec = {"seed": seed, "data": data, "model": t.model, "probe": t.warm_head}
     if head.exists() and record.exists() and json.loads(record.read_text())["spec"] == spec:
         return str(head), json.loads(record.read_text())
     start = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
     fed = load_federated(DataConfig(**data), seed)
     model = build_model(t.model["name"], fed.info, t.model["options"], seed)
     result = federated_linear_probe(model, fed, seed=seed, **t.warm_head)
