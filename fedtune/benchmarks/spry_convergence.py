@@ -398,6 +398,8 @@ def main() -> None:
                         help="restrict the plan to these seeds (e.g. a second process for seeds 1 2)")
     parser.add_argument("--tune", action="store_true", help="tune each method's client lr on --tune-seed first")
     parser.add_argument("--tune-seed", type=int, default=100)
+    parser.add_argument("--lr", nargs="+", default=[], metavar="METHOD=LR",
+                        help="client lr for a method instead of DEFAULT_LR or its tuned value, e.g. fedfgd=1e-3")
     parser.add_argument("--force", action="store_true", help="rerun saved runs")
     parser.add_argument("--readme", action="store_true", help="also write the table into benchmarks/README.md")
     parser.add_argument("--report", action="store_true", help="only summarize the runs saved so far (runs nothing)")
@@ -411,18 +413,28 @@ def main() -> None:
         sc = Scale(**{**asdict(sc), "rounds": args.rounds})
     folder = RESULTS / "spry_convergence" / args.scale
     lrs, trials = dict(DEFAULT_LR), {}
+    overrides = {}
+    for item in args.lr:
+        method, _, value = item.partition("=")
+        if method not in METHODS or not value:
+            parser.error(f"--lr {item}: expected METHOD=LR with METHOD one of {', '.join(METHODS)}")
+        try:
+            overrides[method] = float(value)
+        except ValueError:
+            parser.error(f"--lr {item}: {value!r} is not a number")
     if args.report and args.tune:  # the grid's choices, from the saved tuning runs
         tuned, trials = tune(args.methods, sc, args.scale, args.tune_seed, force=False, run=False)
         lrs.update(tuned)
     if not args.report:
-        n_tune = len(args.methods) * 3 if args.tune else 0
+        n_tune = len(set(args.methods) - set(overrides)) * 3 if args.tune else 0
         n_runs = sum(1 for m, t, a, s in plan() if m in args.methods and (not args.only or f"{t}@{a}" in args.only)
                      and (args.seeds is None or s in args.seeds))
         cost = estimate_s(sc, n_runs, n_tune, test_examples=round(4000 * sc.test_fraction))
         print(f"plan: {n_tune} tuning runs, {n_runs} runs; estimated {cost / 3600:.1f} h of one core (mr-sized test split)", flush=True)
     if args.tune and not args.report:
-        tuned, trials = tune(args.methods, sc, args.scale, args.tune_seed, args.force)
+        tuned, trials = tune([m for m in args.methods if m not in overrides], sc, args.scale, args.tune_seed, args.force)
         lrs.update(tuned)
+    lrs.update(overrides)
     records: dict[tuple[str, str, float, int], dict] = {}
     probes: dict[tuple[str, float, int], dict] = {}
     first = plan()[:len(METHODS)]  # mr, α 1.0, seed 0: every method; it picks the best Spry variant
