@@ -222,14 +222,20 @@ def final(curve: list[dict], last: int = 2) -> float:
     return round(sum(p["test_accuracy"] for p in tail) / len(tail), 4)
 
 
+def reusable(path: Path, experiment: dict, force: bool = False) -> dict | None:
+    """The run saved at ``path`` if it was made with ``experiment`` (and ``force`` is off), else None."""
+    if force or not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return saved if saved["experiment"] == experiment else None
+
+
 def cached(path: Path, raw: dict, force: bool) -> dict:
     """The saved run at ``path`` if it was made with the same experiment, else a new one (saved)."""
-    key = {k: v for k, v in raw.items() if k != "output"}
-    if path.exists() and not force:
-        saved = json.loads(path.read_text())
-        if saved["experiment"] == key:
-            print(f"{path.stem}: done before ({saved['final_test_accuracy']:.3f}), skipped", flush=True)
-            return saved
+    saved = reusable(path, {k: v for k, v in raw.items() if k != "output"}, force)
+    if saved is not None:
+        print(f"{path.stem}: done before ({saved['final_test_accuracy']:.3f}), skipped", flush=True)
+        return saved
     result = execute(raw)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
@@ -248,10 +254,9 @@ def warm_head(task: str, alpha: float, seed: int, sc: Scale, scale: str, force: 
     head = WORK / scale / f"{stem}.pt"
     path = RESULTS / "spry_convergence" / scale / f"{stem}.json"
     spec = probe_spec(task, alpha, seed, sc)
-    if path.exists() and head.exists() and not force:
-        saved = json.loads(path.read_text())
-        if saved["experiment"] == spec:
-            return str(head), saved
+    saved = reusable(path, spec, force) if head.exists() else None
+    if saved is not None:
+        return str(head), saved
     start = time.perf_counter()
     fed = load_federated(DataConfig(**spec["data"]), seed)
     model = build_model(spec["model"]["name"], fed.info, spec["model"]["options"], seed)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import resource
 import subprocess
@@ -50,6 +49,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from spry_convergence import load_average, reusable
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -109,10 +110,6 @@ def experiment(method: str, st: Setting, out: str) -> dict:
     }
 
 
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def execute(raw: dict) -> dict:
     """Run one experiment in this process: its perplexity curve, costs and the machine's load."""
     import torch
@@ -144,12 +141,10 @@ def execute(raw: dict) -> dict:
 def cached(method: str, raw: dict, force: bool) -> dict:
     """The saved run of ``method`` if made with the same experiment, else a new one run in its own process."""
     path = RESULTS / "spry_lm" / f"{method}.json"
-    key = {k: v for k, v in raw.items() if k != "output"}
-    if path.exists() and not force:
-        saved = json.loads(path.read_text())
-        if saved["experiment"] == key:
-            print(f"{method}: done before, skipped", flush=True)
-            return saved
+    saved = reusable(path, {k: v for k, v in raw.items() if k != "output"}, force)
+    if saved is not None:
+        print(f"{method}: done before, skipped", flush=True)
+        return saved
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, __file__, "--child", str(path), json.dumps(raw)], check=True)
     result = json.loads(path.read_text())
