@@ -163,9 +163,9 @@ async def send_message(body: MessageIn, request: Request) -> Response:
 
     The call runs on the event loop when the app says a turn waits on nothing slow (a
     local SQLite file, no LLM: ``app.state.turns_on_loop``), else in a pool thread. The
-    hop to a thread cost each message about 0.8 ms of server CPU over HTTP (5.5 against
-    4.7 ms, 100 participants x 10 messages, 2 workers): the thread wakes on another core,
-    where the turn's data are not in the cache. On the loop, a turn that meets the other
+    hop to a thread cost each message 0.7 ms of server CPU over HTTP (``load.py``, 200
+    participants x 30 messages, 2 workers: 5.67 and 5.95 ms with it, 5.00 and 5.28 without):
+    the thread wakes on the other core, where the turn's data are not in the cache. On the loop, a turn that meets the other
     worker's SQLite write lock holds this worker's other requests while it waits."""
     state = request.app.state
     args = (state.sessions, state.study, state.settings,
