@@ -357,8 +357,9 @@ def table(summary: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme_block(scale: str, text: str) -> None:
-    begin, end = f"<!-- spry_convergence:{scale} -->", f"<!-- /spry_convergence:{scale} -->"
+def write_readme_block(marker: str, text: str) -> None:
+    """Replace what lies between ``<!-- marker -->`` and ``<!-- /marker -->`` in benchmarks/README.md."""
+    begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     readme = README.read_text()
     if begin not in readme or end not in readme:
         print(f"README has no {begin} block; table not written there", flush=True)
@@ -498,7 +499,7 @@ def write_summary(scale: str, sc: Scale, records: dict, probes: dict, lrs: dict,
     path.write_text(json.dumps(out, indent=1) + "\n")
     plot(records, probes, path.with_suffix(".png"))
     if readme:
-        write_readme_block(scale, table(summary, meta))
+        write_readme_block(f"spry_convergence:{scale}", table(summary, meta))
 
 
 if __name__ == "__main__":

@@ -50,13 +50,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from spry_convergence import load_average, reusable
+from spry_convergence import load_average, reusable, write_readme_block
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-README = HERE / "README.md"
 WORK = HERE.parent.parent / "runs" / "bench" / "spry_lm"  # run folders, not committed
-BEGIN, END = "<!-- spry_lm -->", "<!-- /spry_lm -->"
 
 YOGI = {"name": "fedyogi", "lr": 1e-2, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
 LORA = {"peft": "lora", "r": 1, "lora_alpha": 1, "lora_dropout": 0.1}
@@ -207,15 +205,6 @@ def table(records: dict[str, dict], st: Setting) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = README.read_text()
-    if BEGIN not in readme or END not in readme:
-        print(f"README has no {BEGIN} block; table not written there", flush=True)
-        return
-    head, rest = readme.split(BEGIN, 1)
-    README.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -242,7 +231,7 @@ def main() -> None:
     text = table(records, st)
     print(text, flush=True)
     if args.readme:
-        write_readme(text)
+        write_readme_block("spry_lm", text)
 
 
 if __name__ == "__main__":
