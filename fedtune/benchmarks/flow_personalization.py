@@ -195,8 +195,9 @@ def warm_head(task: str, setting: str, seed: int) -> tuple[str, dict]:
     folder = RESULTS / "flow_personalization" / "runs" / "warm"
     head, record = folder / f"{task}-{setting}-s{seed}.pt", folder / f"{task}-{setting}-s{seed}.json"
     spec = {"seed": seed, "data": data, "model": t.model, "probe": t.warm_head}
-    if head.exists() and record.exists() and json.loads(record.read_text())["spec"] == spec:
-        return str(head), json.loads(record.read_text())
+    saved = json.loads(record.read_text()) if head.exists() and record.exists() else None
+    if saved is not None and saved["spec"] == spec:
+        return str(head), saved
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     fed = load_federated(DataConfig(**data), seed)

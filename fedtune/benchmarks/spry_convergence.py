@@ -223,16 +223,17 @@ def final(curve: list[dict], last: int = 2) -> float:
 
 
 def reusable(path: Path, experiment: dict, force: bool = False) -> dict | None:
-    """The run saved at ``path`` if it was made with ``experiment`` (and ``force`` is off), else None."""
+    """The run saved at ``path`` if it was made with ``experiment`` (its ``output`` folder aside)
+    and ``force`` is off, else None."""
     if force or not path.exists():
         return None
     saved = json.loads(path.read_text())
-    return saved if saved["experiment"] == experiment else None
+    return saved if saved["experiment"] == {k: v for k, v in experiment.items() if k != "output"} else None
 
 
 def cached(path: Path, raw: dict, force: bool) -> dict:
     """The saved run at ``path`` if it was made with the same experiment, else a new one (saved)."""
-    saved = reusable(path, {k: v for k, v in raw.items() if k != "output"}, force)
+    saved = reusable(path, raw, force)
     if saved is not None:
         print(f"{path.stem}: done before ({saved['final_test_accuracy']:.3f}), skipped", flush=True)
         return saved
@@ -272,8 +273,8 @@ def warm_head(task: str, alpha: float, seed: int, sc: Scale, scale: str, force: 
 
 def tune(methods: list[str], sc: Scale, scale: str, seed: int, force: bool, run: bool = True) -> tuple[dict[str, float], dict]:
     """Each method's client lr: the grid point with the best final accuracy on ``seed`` (mr, α 1.0),
-    ties to the smaller lr. ``run=False`` only reads the tuning runs saved before (methods with a
-    missing grid point are left out)."""
+    ties to the smaller lr. ``run=False`` only reads the tuning runs saved before with the same
+    experiments (methods with a grid point missing are left out)."""
     head = str(WORK / scale / f"warm_head-mr-a1.0-s{seed}.pt")
     if run:
         head, _ = warm_head("mr", 1.0, seed, sc, scale, force)
@@ -284,11 +285,10 @@ def tune(methods: list[str], sc: Scale, scale: str, seed: int, force: bool, run:
         finals = {}
         for lr in TUNE_GRID[method]:
             path = RESULTS / "spry_convergence" / scale / f"tune-{method}-lr{lr:g}-s{seed}.json"
-            if run:
-                raw = method_experiment(method, "mr", 1.0, seed, sc, lr, head, str(WORK / scale / "tune"))
-                finals[lr] = cached(path, raw, force)["final_test_accuracy"]
-            elif path.exists():
-                finals[lr] = json.loads(path.read_text())["final_test_accuracy"]
+            raw = method_experiment(method, "mr", 1.0, seed, sc, lr, head, str(WORK / scale / "tune"))
+            saved = cached(path, raw, force) if run else reusable(path, raw)
+            if saved is not None:
+                finals[lr] = saved["final_test_accuracy"]
         if len(finals) == len(TUNE_GRID[method]):
             chosen[method] = max(finals, key=lambda lr: (finals[lr], -lr))
             trials[method] = {f"{lr:g}": acc for lr, acc in finals.items()}

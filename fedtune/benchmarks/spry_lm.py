@@ -139,7 +139,7 @@ def execute(raw: dict) -> dict:
 def cached(method: str, raw: dict, force: bool) -> dict:
     """The saved run of ``method`` if made with the same experiment, else a new one run in its own process."""
     path = RESULTS / "spry_lm" / f"{method}.json"
-    saved = reusable(path, {k: v for k, v in raw.items() if k != "output"}, force)
+    saved = reusable(path, raw, force)
     if saved is not None:
         print(f"{method}: done before, skipped", flush=True)
         return saved
