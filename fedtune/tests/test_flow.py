@@ -187,12 +187,17 @@ def test_max_steps_caps_each_phase_so_phase_b_always_runs():
     assert all(torch.isfinite(torch.tensor(result.metrics[k])) for k in ("loss", "loss_local", "loss_policy"))
 
 
-def test_policy_step_is_one_step_on_the_soft_routed_loss_plus_lambda_times_mean_local_probability(monkeypatch):
+@pytest.mark.parametrize(
+    ("regularizer", "penalty"),
+    [("penalize_local", lambda p_local: p_local.mean()),
+     ("prefer_local", lambda p_local: (-torch.log(p_local**2 + 1e-6)).mean())],
+)
+def test_policy_step_is_one_step_on_the_soft_routed_loss_plus_lambda_times_the_regularizer(monkeypatch, regularizer, penalty):
     # one Phase B batch, plain SGD: the policy must move by -policy_lr * the gradient of
-    # CE(p_g·g(h) + p_l·l(h)) + λ·mean p_l, computed here from a hand-written forward
+    # CE(p_g·g(h) + p_l·l(h)) + λ·R(p_l), computed here from a hand-written forward
     lam, policy_lr = 0.7, 0.3
     _, client, model = _flow(local_fraction=0.5, routed_layers=["net.2"], routing_lambda=lam, policy_lr=policy_lr,
-                             momentum=0.0, batch_size=8, max_steps=1)
+                             momentum=0.0, batch_size=8, max_steps=1, routing_regularizer=regularizer)
     start = get_trainable(model)
     data = _data(16)
     split = flow_module.split_instances
@@ -208,7 +213,7 @@ def test_policy_step_is_one_step_on_the_soft_routed_loss_plus_lambda_times_mean_
     h = torch.relu(nn.functional.linear(x, w["base.net.0.weight"], w["base.net.0.bias"]))
     out = (probs[:, :1] * nn.functional.linear(h, w["base.net.2.global_path.weight"], w["base.net.2.global_path.bias"])
            + probs[:, 1:] * nn.functional.linear(h, w["base.net.2.local_path.weight"], w["base.net.2.local_path.bias"]))
-    loss = nn.functional.cross_entropy(out, y) + lam * probs[:, 1].mean()
+    loss = nn.functional.cross_entropy(out, y) + lam * penalty(probs[:, 1])
     names = [n for n in w if n.startswith("policy.")]
     grads = torch.autograd.grad(loss, [w[n] for n in names])
     for name, grad in zip(names, grads, strict=True):
@@ -216,14 +221,31 @@ def test_policy_step_is_one_step_on_the_soft_routed_loss_plus_lambda_times_mean_
     assert not torch.equal(result.tensors["policy.2.weight"], start["policy.2.weight"])
 
 
-def test_routing_regularizer_pushes_instances_to_the_global_path():
+@pytest.mark.parametrize(("regularizer", "direction"), [("penalize_local", -1), ("prefer_local", 1)])
+def test_the_routing_regularizer_pushes_instances_to_its_path(regularizer, direction):
     data = _data(16)
     routed = {}
     for lam in (0.0, 50.0):
-        _, client, model = _flow(routing_lambda=lam, local_epochs=3, lr=0.05, momentum=0.0)
+        _, client, model = _flow(routing_lambda=lam, local_epochs=3, lr=0.05, momentum=0.0, routing_regularizer=regularizer)
         result, _ = client.fit(model, get_trainable(model), data, ClientTask(0, 1, seed=0), None)
         routed[lam] = result.metrics["route_local"]
-    assert routed[50.0] < routed[0.0] - 0.05
+    assert direction * (routed[50.0] - routed[0.0]) > 0.05
+
+
+def test_the_personalized_model_routes_between_the_servers_global_path_and_the_trained_local_path():
+    _, client, model = _flow(local_fraction=0.5)
+    groups = model.groups()
+    start = get_trainable(model)
+    data = _data(16)
+    fitted, _ = client.fit(model, start, data, ClientTask(0, 1, seed=0), None)
+    personal, figures = client.personalize(model, start, data, ClientTask(0, 1, seed=0), None)
+    now = get_trainable(personal)
+    assert not _moved(start, now, groups["global"])  # a round's global-path steps are not part of it
+    assert _moved(start, now, groups["local"]) == set(groups["local"])
+    # Phase A is the round's; the policy steps differ only by the global path they route against
+    assert not _moved(fitted.tensors, now, groups["local"])
+    assert _moved(start, now, groups["policy"]) == set(groups["policy"])
+    assert set(figures) == {"route_local.net.0", "route_local.net.2"}
 
 
 def test_server_averages_every_group_by_examples():

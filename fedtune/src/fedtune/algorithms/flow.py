@@ -9,9 +9,10 @@ A client's round (the paper's Algorithm 1):
    ``local_fraction``) and ζ_g (the rest);
 2. Phase A: E epochs on ζ_l training only the local path, in the pure local model;
 3. Phase B: E epochs on ζ_g; every batch makes one *policy step*, on the task loss of
-   the soft-routed model plus λ · the mean local-path probability (the routing
-   regularizer: an instance takes the local path only where that lowers the loss
-   enough), then one *global-path step* on the task loss of the pure global model.
+   the soft-routed model plus λ · a routing regularizer of the local-path probabilities
+   (``routing_regularizer``, :data:`ROUTING_REGULARIZERS`: by default the authors'
+   mean −log(p_local² + ε), which keeps the policy from collapsing onto the global path),
+   then one *global-path step* on the task loss of the pure global model.
 
 ``max_steps`` caps each phase on its own (Phase A's local steps; Phase B's batches, each a
 policy and a global-path step), so a cap never leaves a round without Phase B.
@@ -26,17 +27,20 @@ path (``local_start = "averaged"``, the authors' choice); ``local_start = "globa
 starts the local path from the global path instead, and then the local path is neither
 sent nor averaged.
 
-Evaluation routes hard (:func:`fedtune.models.routed.hard_route`); a client's
-personalized model is the routed model after its round's procedure.
+Evaluation routes hard (:func:`fedtune.models.routed.hard_route`). A client's personalized
+model routes between the global path as the server sent it and its own local path, after
+Phase A and Phase B's policy steps (no global-path steps: those are the client's
+contribution to the next global model).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
-from torch import nn
+from torch import Tensor, nn
 
 from fedtune.algorithms.base import (
     ALGORITHMS,
@@ -54,10 +58,31 @@ from fedtune.models.routed import Routed, route, route_fractions
 from fedtune.optim import LocalOptimizer
 from fedtune.seeding import torch_generator
 
+LOG_EPS = 1e-6  # keeps −log(p²) finite where p underflows to 0
+
+
+def prefer_local(p_local: Tensor) -> Tensor:
+    """mean −log(p_local² + ε): a log barrier that pulls every gate toward the local path, hardest
+    where the policy has all but given it up (gradient −2/p_local), so the policy cannot collapse
+    onto the global path, which is trained on more data and wins early. The authors' released
+    code for their feed-forward models (λ 0.001–0.01, ε 1e-6)."""
+    return -torch.log(p_local.square() + LOG_EPS).mean()
+
+
+def penalize_local(p_local: Tensor) -> Tensor:
+    """mean p_local: a linear cost of the local path; an instance goes local only where that
+    lowers the task loss by more than λ."""
+    return p_local.mean()
+
+
+ROUTING_REGULARIZERS: dict[str, Callable[[Tensor], Tensor]] = {"prefer_local": prefer_local, "penalize_local": penalize_local}
+
 
 class FlowParams(LocalParams):
     local_fraction: float = Field(0.5, gt=0, lt=1, description="share of a client's training instances in ζ_l (Phase A); the rest is ζ_g")
-    routing_lambda: float = Field(0.01, ge=0, description="λ: weight of the routing regularizer (mean local-path probability)")
+    routing_lambda: float = Field(0.01, ge=0, description="λ: weight of the routing regularizer")
+    routing_regularizer: Literal["prefer_local", "penalize_local"] = Field(
+        "prefer_local", description="prefer_local: λ·mean −log(p_local² + 1e-6), the authors' code; penalize_local: λ·mean p_local")
     local_lr: float | None = Field(None, gt=0, description="learning rate of the local path (None: lr)")
     policy_lr: float | None = Field(None, gt=0, description="learning rate of the policy (None: lr)")
     policy_hidden: int = Field(64, ge=1, description="hidden width of the policy network")
@@ -99,6 +124,10 @@ class FlowClient(Client):
     def fit(
         self, model: Routed, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None = None
     ) -> tuple[ClientResult, ClientState | None]:
+        return self._procedure(model, global_state, data, task, train_global=True), None
+
+    def _procedure(self, model: Routed, global_state: State, data: ClientData, task: ClientTask, train_global: bool) -> ClientResult:
+        """Phase A, then Phase B; ``train_global=False`` leaves out Phase B's global-path steps."""
         p = self.params
         set_trainable(model, global_state)
         if p.local_start == "global":
@@ -113,11 +142,13 @@ class FlowClient(Client):
         steps, sums = 0, {"loss_local": 0.0, "loss_policy": 0.0, "loss": 0.0, "route_local": 0.0}
         counts = {"a": 0, "b": 0}  # Phase A's steps, Phase B's batches
 
+        regularizer = ROUTING_REGULARIZERS[p.routing_regularizer]
+
         def step(optimizer: LocalOptimizer, routing: str, batch, penalty: float = 0.0) -> tuple[float, float]:
             model.routing = routing
             model.zero_grad(set_to_none=True)
             task_loss = loss_fn(model, batch)
-            loss = task_loss + penalty * model.routing_penalty() if penalty else task_loss
+            loss = task_loss + penalty * regularizer(model.local_probs()) if penalty else task_loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite {routing} loss ({loss.item()}) at local step {steps}")
             loss.backward()
@@ -142,21 +173,22 @@ class FlowClient(Client):
                 policy_loss, routed_local = step(opt_policy, "soft", batch, p.routing_lambda)
                 sums["loss_policy"] += policy_loss
                 sums["route_local"] += routed_local
-                sums["loss"] += step(opt_global, "global", batch)[0]
+                if train_global:
+                    sums["loss"] += step(opt_global, "global", batch)[0]
                 counts["b"] += 1
-                steps += 2
+                steps += 2 if train_global else 1
         model.zero_grad(set_to_none=True)
         model.routing = None
         sent = groups["global"] + groups["policy"] + (groups["local"] if p.local_start == "averaged" else [])
         tensors = {k: v for k, v in get_trainable(model).items() if k in sent}
         metrics = {
-            "loss": sums["loss"] / counts["b"] if counts["b"] else float("nan"),
+            "loss": sums["loss"] / counts["b"] if counts["b"] and train_global else float("nan"),
             "loss_local": sums["loss_local"] / counts["a"] if counts["a"] else float("nan"),
             "loss_policy": sums["loss_policy"] / counts["b"] if counts["b"] else float("nan"),
             "route_local": sums["route_local"] / counts["b"] if counts["b"] else float("nan"),
             "steps": steps,
         }
-        return ClientResult(task.client_id, len(data.train), tensors, metrics, state_bytes(tensors)), None
+        return ClientResult(task.client_id, len(data.train), tensors, metrics, state_bytes(tensors))
 
     def global_model(self, model: Routed, global_state: State) -> nn.Module:
         """The pure global path with the server's tensors."""
@@ -167,8 +199,14 @@ class FlowClient(Client):
     def personalize(
         self, model: Routed, global_state: State, data: ClientData, task: ClientTask, state: ClientState | None
     ) -> tuple[nn.Module, dict[str, float]]:
-        """The routed model after the client's procedure, routed hard; and its routing on the test split."""
-        result, _ = self.fit(model, global_state, data, task, None)
+        """The client's personalized model, routed hard, and its routing on the test split.
+
+        It routes between the global path as the server sent it and the client's local path:
+        Phase A, then Phase B's policy steps only. A round's global-path steps are the client's
+        contribution to the next global model, not part of its personalized model (so the policy
+        learns to route against the global path it is evaluated with; the authors' evaluation of
+        a client does the same)."""
+        result = self._procedure(model, global_state, data, task, train_global=False)
         set_trainable(model, result.tensors)
         model.routing = None
         return model, {f"route_local.{k}": v for k, v in route_fractions(model, data.test).items()}

@@ -120,11 +120,11 @@ class Routed(nn.Module):
             out[group].append(name)
         return out
 
-    def routing_penalty(self) -> Tensor:
-        """Mean local-path probability of the last forward (over instances, steps and blocks)."""
+    def local_probs(self) -> Tensor:
+        """The local-path probability of every gate of the last forward (instances, steps, blocks)."""
         if self.last_probs is None:
-            raise RuntimeError("routing_penalty needs a soft or hard forward first")
-        return self.last_probs[..., LOCAL].mean()
+            raise RuntimeError("local_probs needs a soft or hard forward first")
+        return self.last_probs[..., LOCAL]
 
     def copy_global_to_local(self) -> None:
         """Start the local path from the global path (Flow's option ``local_start = "global"``)."""
