@@ -29,8 +29,9 @@ after plain-SGD epochs on the client's training split), Flow, Ditto, APFL, FedRe
 LG-FedAvg and local-only training, with the settings in ``METHODS`` and each task's
 overrides (APFL's update rule is plain SGD, so on the Adam tasks it runs SGD: lr 0.8 on
 Shakespeare, LEAF's, and 0.1 on mr, the finetuning lr, before tuning); on MNIST and
-Shakespeare Flow also with the other routing regularizer, λ·mean p_local
-(``flow_penalize``, at Flow's tuned lrs).
+Shakespeare Flow also with one option changed (``ABLATIONS``, at Flow's tuned lrs): the
+other routing regularizer, λ·mean p_local (``flow_penalize``), and the local path starting
+each round from the global path (``flow_global_start``).
 
 Measure (fedtune's personalized evaluation): for the same seeded sample of clients,
 every method's personalized model on each client's own test split, the global model on
@@ -82,12 +83,16 @@ METHODS: dict[str, dict] = {
     "fedavg_ft": {"algorithm": {"name": "fedavg"}, "eval": {"finetune_epochs": 2, "finetune_lr": 0.05}},
     "flow": {"algorithm": {"name": "flow", "routing_lambda": 0.01, "local_fraction": 0.5}},
     "flow_penalize": {"algorithm": {"name": "flow", "routing_lambda": 0.01, "local_fraction": 0.5, "routing_regularizer": "penalize_local"}},
+    "flow_global_start": {"algorithm": {"name": "flow", "routing_lambda": 0.01, "local_fraction": 0.5, "local_start": "global"}},
     "ditto": {"algorithm": {"name": "ditto", "ditto_lambda": 0.1, "personal_epochs": 2}},
     "apfl": {"algorithm": {"name": "apfl", "alpha": 0.25, "alpha_lr": 0.01}},
     "fedrep": {"algorithm": {"name": "fedrep", "head_layers": 1, "head_epochs": 2}},
     "lg_fedavg": {"algorithm": {"name": "lg_fedavg", "global_layers": 1}},
     "local": {"algorithm": {"name": "local"}},
 }
+# Flow with one option changed, at Flow's tuned lrs: the other routing regularizer; the local path
+# starting each round from the global path instead of the server's average of local paths
+ABLATIONS = ("flow_penalize", "flow_global_start")
 # MiniLM's last two layers carry the adapters (query and value), so backpropagation stops there
 MINILM_TOP = [f"layer.{i}.attention.self.{m}" for i in (4, 5) for m in ("query", "value")]
 
@@ -103,7 +108,7 @@ class Task:
     clients_per_round: int
     personalized_clients: int
     modes: dict[str, dict]  # mode -> rounds, every
-    methods: tuple[str, ...] = tuple(m for m in METHODS if m != "flow_penalize")
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m not in ABLATIONS)
     overrides: dict[str, dict] = field(default_factory=dict)  # method -> algorithm / eval overrides
     label: str = "{task}"  # how a setting names its run folder and plots
     warm_head: dict | None = None  # a federated linear probe's settings: every method starts from its head
@@ -141,7 +146,7 @@ TASKS: dict[str, Task] = {
         modes={"full": {"rounds": 100, "every": 20}, "reduced": {"rounds": 40, "every": 20}},
         methods=tuple(METHODS),
         overrides={"fedavg_ft": {"eval": {"finetune_epochs": 1, "finetune_lr": 0.1}},
-                   **{m: {"algorithm": {"policy_hidden": 32, "routed_layers": ["lstm.0", "lstm.1", "out"]}} for m in ("flow", "flow_penalize")},
+                   **{m: {"algorithm": {"policy_hidden": 32, "routed_layers": ["lstm.0", "lstm.1", "out"]}} for m in ("flow", *ABLATIONS)},
                    "ditto": {"algorithm": {"personal_epochs": 1}}, "fedrep": {"algorithm": {"head_epochs": 1}},
                    "apfl": {"algorithm": {"optimizer": "sgd", "lr": 0.8}}},  # APFL's rule is plain SGD: LEAF's lr
     ),
@@ -184,6 +189,8 @@ TUNE: dict[str, dict[str, list[dict]]] = {
 TUNED: dict[str, dict[str, dict]] = {
     "mnist": {"fedavg_ft": {"lr": 0.1}, "ditto": {"lr": 0.1}, "fedrep": {"lr": 0.2}, "lg_fedavg": {"lr": 0.1},
               "local": {"lr": 0.1}, "apfl": {"lr": 0.1}, "flow": {"lr": 0.05, "local_lr": 0.05, "policy_lr": 0.05}},
+    "mnist20": {"fedavg_ft": {"lr": 0.05}, "ditto": {"lr": 0.05}, "fedrep": {"lr": 0.1}, "lg_fedavg": {"lr": 0.2},
+                "local": {"lr": 0.1}, "apfl": {"lr": 0.2}, "flow": {"lr": 0.02, "local_lr": 0.02, "policy_lr": 0.02}},
     "shakespeare": {"fedavg_ft": {"lr": 1e-2}, "ditto": {"lr": 1e-2}, "fedrep": {"lr": 1e-2}, "lg_fedavg": {"lr": 3e-3},
                     "local": {"lr": 3e-3}, "apfl": {"lr": 0.8}, "flow": {"lr": 1e-2, "local_lr": 3e-2, "policy_lr": 3e-2}},
     "mr": {"fedavg_ft": {"lr": 1e-3}, "ditto": {"lr": 3e-3}, "fedrep": {"lr": 1e-3}, "lg_fedavg": {"lr": 1e-3},
@@ -506,7 +513,11 @@ def main() -> None:
         for task, method, setting, seed in todo:
             cfg = TASKS[task].modes[mode]
             exp = experiment(task, method, setting, seed, cfg["rounds"], cfg["every"], folder / run_name(task, method, setting, seed))
-            metrics, seconds = run_one(exp)
+            try:
+                metrics, seconds = run_one(exp)
+            except RunError as err:  # the table counts the seeds that finished; the others are named here
+                print(f"{task}/{exp.name}: failed: {err}", flush=True)
+                continue
             if seconds is not None:
                 took[f"{task}/{exp.name}"] = seconds
                 print(f"{task}/{exp.name}: {seconds:.0f} s, {final(metrics)}", flush=True)

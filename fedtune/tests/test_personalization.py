@@ -17,7 +17,7 @@ from fedtune.config import EvalConfig
 from fedtune.data.base import ClientData, DatasetInfo, Examples
 from fedtune.engine import evaluate as evaluation
 from fedtune.engine import run_experiment
-from fedtune.errors import ConfigError
+from fedtune.errors import ConfigError, RunError
 from fedtune.models import build_model
 from fedtune.models.base import get_trainable, loss_fn, set_trainable
 from fedtune.server import new_optimizer
@@ -141,6 +141,18 @@ def test_personalized_evaluation_counts_harmed_clients_and_weights_figures_by_ex
     assert out == {"personalized_accuracy": 0.5, "personalized_global_accuracy": 1.0, "personalized_harmed": 0.5,
                    "personalized_route_local.a": 0.5}
     assert torch.equal(model.bias, state["bias"])  # the global model is back
+
+
+def test_a_personalized_model_that_diverges_stops_the_run_naming_the_round_and_client():
+    model = nn.Linear(4, 3)
+    model_forward = model.forward
+    model.forward = lambda batch: model_forward(batch["x"])  # type: ignore[method-assign]
+
+    def personalize(cid, data):
+        raise FloatingPointError("non-finite training loss (nan) at local step 1")
+
+    with pytest.raises(RunError, match=r"^round 7: client \d+'s personalized model for evaluation: non-finite training loss \(nan\)"):
+        evaluation.personalized(model, get_trainable(model), 2, lambda cid: _data(), EvalConfig(personalized_clients=2), 4, 0, 7, personalize)
 
 
 def _exp(make_experiment, name: str, **extra):

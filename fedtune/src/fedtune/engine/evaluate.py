@@ -16,6 +16,7 @@ from torch import nn
 
 from fedtune.config import EvalConfig
 from fedtune.data.base import ClientData, Examples
+from fedtune.errors import RunError
 from fedtune.models.base import State, evaluate, loss_fn, set_trainable
 from fedtune.optim import SGD
 from fedtune.seeding import numpy_rng, torch_generator
@@ -85,10 +86,13 @@ def personalized(
             set_trainable(model, state)
         view = model if global_model is None else global_model(model, state)
         accuracy_global = evaluate(view, data.test, cfg.batch_size).get("accuracy", 0.0)
-        if personalize is None:
-            own, figures = finetuned(model, data, cfg, batch_size, seed, round, cid), {}
-        else:
-            own, figures = personalize(cid, data)
+        try:
+            if personalize is None:
+                own, figures = finetuned(model, data, cfg, batch_size, seed, round, cid), {}
+            else:
+                own, figures = personalize(cid, data)
+        except FloatingPointError as err:  # a figure that leaves a client out would mislead: stop, naming it
+            raise RunError(f"round {round}: client {cid}'s personalized model for evaluation: {err}; lower its lr") from err
         accuracy = evaluate(own, data.test, cfg.batch_size).get("accuracy", 0.0)
         n = len(data.test)
         correct += accuracy * n
