@@ -110,7 +110,6 @@ class Task:
     modes: dict[str, dict]  # mode -> rounds, every
     methods: tuple[str, ...] = tuple(m for m in METHODS if m not in ABLATIONS)
     overrides: dict[str, dict] = field(default_factory=dict)  # method -> algorithm / eval overrides
-    label: str = "{task}"  # how a setting names its run folder and plots
     warm_head: dict | None = None  # a federated linear probe's settings: every method starts from its head
 
 
@@ -473,8 +472,9 @@ def tune(tasks: list[str], mode: str, folder: Path, methods: list[str] | None) -
                 done = [mine[variant_name(method, p)] for p in points if variant_name(method, p) in mine]
                 if len(done) == len(points):
                     finished = [f for f in done if "failed" not in f]
-                    best = max(finished, key=lambda f: (f["personalized_accuracy"], -f["personalized_harmed"]))
-                    out["chosen"].setdefault(task, {})[method] = best["point"]
+                    if finished:  # every point diverged: nothing to choose
+                        best = max(finished, key=lambda f: (f["personalized_accuracy"], -f["personalized_harmed"]))
+                        out["chosen"].setdefault(task, {})[method] = best["point"]
                 # another process may tune another task: keep what the file holds for the other tasks
                 on_disk = json.loads(path.read_text()) if path.exists() else {}
                 if on_disk.get("grid") == TUNE:
@@ -526,8 +526,9 @@ def main() -> None:
     for task in args.tasks:
         results = summarize_task(task, mode, folder, tuple(args.seeds), took)
         if results is not None:
-            print(markdown(results))
-            write_readme_block(f"flow_personalization:{task}:{mode}", markdown(results))
+            text = markdown(results)
+            print(text)
+            write_readme_block(f"flow_personalization:{task}:{mode}", text)
 
 
 if __name__ == "__main__":
